@@ -1,0 +1,38 @@
+# Set-up and entry points. Every target creates .venv when it is missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+STAMP_DEV := $(VENV)/.installed-dev
+
+.PHONY: demo test test-all bench bench-quick clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e .
+	touch $(STAMP)
+
+$(STAMP_DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $(STAMP) $(STAMP_DEV)
+
+demo: $(STAMP)
+	$(BIN)/plasticity-dynamics train --out runs/demo --force
+
+test: $(STAMP_DEV)
+	$(BIN)/python -m pytest -n 2 -q
+
+test-all: $(STAMP_DEV)
+	$(BIN)/python -m pytest -n 2 -q -m ""
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run_all
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.run_all --quick
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

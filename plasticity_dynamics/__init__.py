@@ -1,0 +1,21 @@
+"""plasticity_dynamics: loss of plasticity as a dynamical system, in JAX.
+
+Import as ``import plasticity_dynamics as pdx``. Subpackages, one concept each:
+``models``, ``data``, ``tasks``, ``optim``, ``training``, ``metrics``,
+``manifolds``, ``curvature``, ``theory``, ``experiments``, ``plotting``.
+"""
+
+from . import errors
+from . import models
+from . import data
+from . import tasks
+from . import optim
+from . import metrics
+from . import manifolds
+from . import curvature
+from . import theory
+from . import training
+from . import experiments
+from . import plotting
+
+__version__ = "0.1.0"
