@@ -1,0 +1,114 @@
+"""The model contract: ``Model`` (pure ``init`` / ``apply``) and its ``Output``.
+
+A ``Model`` wraps a flax.linen module; outside code only sees pytrees and pure functions::
+
+    model = pdx.models.create("mlp", preset="tiny")
+    variables = model.init(key, x)            # {"params": ..., "batch_stats": ... (batch norm only)}
+    out = model.apply(variables, x, train=True, rng=key)
+    out.logits, out.variables, out.activations, out.preactivations
+
+``apply`` is jit-able with ``train`` static: ``jax.jit(model.apply, static_argnames="train")``.
+``model.layer_kinds`` (layer name -> "dense" | "conv" | "tokens") says how metrics flatten each
+monitored activation: dense (B, D); conv (B, H, W, C) -> (B*H*W, C); tokens (B, T, D) -> (B*T, D).
+
+Probes: ``probes={name: jnp.zeros_like(out.activations[name]), ...}`` (any subset of the monitored
+names) are added to the monitored activations right where they are recorded, so
+``jax.grad(loss, argnums=probes)`` is dL/dh for each monitored layer h.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+from flax.core import FrozenDict, freeze
+
+from ..errors import InputError
+
+
+class Output(NamedTuple):
+    """Result of ``Model.apply``.
+
+    logits: (B, num_outputs) float32.
+    variables: same dict structure as the input variables; new ``batch_stats`` after a train-mode
+        pass with batch norm, otherwise the input variables themselves.
+    activations: monitored layer name -> array (post-activation for mlp/cnn hidden layers,
+        block outputs for resnet18/vit, post-activation MLP hidden units of vit blocks), probes added.
+    preactivations: same keys where the layer has an activation function: its input z.
+    """
+
+    logits: Any
+    variables: Any
+    activations: dict
+    preactivations: dict
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+    """A network as pure functions. Build with ``pdx.models.create``.
+
+    name: family ("mlp", "cnn", "resnet18", "vit"); options: fully resolved options (a dict;
+    do not mutate); module: the flax.linen module; layer_kinds: monitored layer name -> kind, in
+    forward order; activation: name of the activation function (see activations.ACTIVATIONS).
+    Equality and hash use (name, options) only, so a Model can be a static jit argument.
+    """
+
+    name: str
+    options: dict
+    module: nn.Module
+    layer_kinds: dict
+    activation: str
+
+    def _key(self):
+        return (self.name, tuple(sorted((k, repr(v)) for k, v in self.options.items())))
+
+    def __eq__(self, other):
+        return isinstance(other, Model) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    @property
+    def _needs_rng(self) -> bool:
+        return (self.options.get("dropout", 0.0) > 0
+                or self.options.get("attention_dropout", 0.0) > 0)
+
+    def init(self, key, x):
+        """Initialise variables for inputs shaped like ``x`` (batch axis first; values unused
+        except for shapes). Returns ``{"params": ...}`` plus ``"batch_stats"`` with batch norm.
+        Deterministic in ``key``. Raises InputError on input shapes the family cannot take."""
+        variables = self.module.init({"params": key}, x, train=False, probes=None)
+        return dict(variables)
+
+    def apply(self, variables, x, *, train: bool = False, rng=None, probes=None) -> Output:
+        """Run the network on a batch ``x``.
+
+        train: batch norm uses and updates batch statistics (returned in Output.variables) and
+            dropout is active (needs ``rng``); eval mode uses running statistics, no dropout.
+        rng: PRNG key for dropout; required when train and a dropout rate > 0 (else InputError).
+        probes: optional dict {monitored name: array shaped like that activation}.
+        Cost: one forward pass.
+        """
+        if train and self._needs_rng and rng is None:
+            raise InputError(f"rng=None but model {self.name!r} has dropout="
+                             f"{self.options.get('dropout')} (attention_dropout="
+                             f"{self.options.get('attention_dropout', 0.0)}): train=True needs a "
+                             "PRNG key")
+        if probes is not None:
+            unknown = [k for k in probes if k not in self.layer_kinds]
+            if unknown:
+                raise InputError(f"probes key {unknown[0]!r} is not one of: "
+                                 f"{', '.join(self.layer_kinds)}")
+        rngs = {"dropout": rng} if (train and rng is not None) else {}
+        if train and "batch_stats" in variables:
+            (logits, acts, pre), updates = self.module.apply(
+                variables, x, train=True, probes=probes, rngs=rngs, mutable=["batch_stats"])
+            new = {**variables, "batch_stats": updates["batch_stats"]}
+            if isinstance(variables, FrozenDict):
+                new = freeze(new)
+        else:
+            logits, acts, pre = self.module.apply(variables, x, train=train, probes=probes,
+                                                  rngs=rngs)
+            new = variables
+        return Output(logits, new, acts, pre)
