@@ -1,0 +1,137 @@
+"""The ``plasticity-dynamics`` command line: a thin shell over training and experiments.
+
+Exit codes: 0 done; 2 bad input (one line on stderr, no traceback, nothing
+written); 3 training diverged (the message names the step and seed; earlier
+checkpoints are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import DivergenceError, InputError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        raise InputError(f"{self.prog}: {message}")
+
+
+def _cmd_train(args) -> int:
+    from .plotting.run import plot_run
+    from .training import Config, parse_override, train
+
+    if args.resume:
+        if args.config or args.set:
+            raise InputError("--resume takes its config from RUN_DIR/config.toml; drop CONFIG and --set")
+        if not args.out:
+            raise InputError("--resume needs --out RUN_DIR")
+        cfg = None
+    else:
+        cfg = Config.from_toml(args.config) if args.config else Config()
+        overrides = dict(parse_override(s) for s in args.set)
+        cfg = cfg.with_overrides(overrides)
+    out = args.out or _default_out()
+    run = train(cfg or Config(), out=out, resume=args.resume, force=args.force, progress=not args.quiet)
+    figs = plot_run(run.rows, Path(out) / "figures")
+    print(f"run directory: {out}")
+    for f in figs:
+        if f.suffix == ".png":
+            print(f"figure: {f}")
+    final = run.summary.get("final", {})
+    for name in ("loss", "accuracy"):
+        if name in final:
+            vals = list(final[name].values())
+            print(f"final {name}: " + ", ".join(f"{v:.4f}" for v in vals) + " (per seed)")
+    return 0
+
+
+def _default_out() -> str:
+    import time
+
+    return str(Path("runs") / time.strftime("train-%Y%m%d-%H%M%S"))
+
+
+def _cmd_report(args) -> int:
+    from .plotting.run import plot_run
+    from .training import read_metrics
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "metrics.csv").is_file():
+        raise InputError(f"RUN_DIR {str(run_dir)!r} is not a run directory (no metrics.csv)")
+    rows = read_metrics(run_dir / "metrics.csv")
+    for f in plot_run(rows, run_dir / "figures"):
+        print(f"figure: {f}")
+    return 0
+
+
+def _cmd_list(args) -> int:
+    what = args.what
+    if what == "presets":
+        from .models import PRESETS
+
+        for family, presets in PRESETS.items():
+            for name, opts in presets.items():
+                print(f"{family:10s} {name:8s} {opts}")
+    elif what == "datasets":
+        from .data import DATASETS
+
+        for name, desc in DATASETS.items():
+            print(f"{name:14s} {desc}")
+    elif what == "metrics":
+        from .metrics import describe_metrics
+
+        for name, desc in describe_metrics().items():
+            print(f"{name:28s} {desc}")
+    elif what == "figures":
+        from .experiments import FIGURES
+
+        for name, fig in FIGURES.items():
+            print(f"{name:10s} {fig.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="plasticity-dynamics", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a continual-learning run (many seeds at once)")
+    t.add_argument("config", nargs="?", help="TOML config file (defaults: small MLP on mnist1d, 5 two-class tasks)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set optim.lr=0.01 --set model.widths=[64,64]")
+    t.add_argument("--out", help="run directory (default runs/train-<time>)")
+    t.add_argument("--resume", action="store_true", help="continue --out from its last checkpoint")
+    t.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
+
+    r = sub.add_parser("report", help="redraw the figures of a run directory")
+    r.add_argument("run_dir")
+    r.set_defaults(func=_cmd_report)
+
+    li = sub.add_parser("list", help="list presets, figures, datasets or metrics")
+    li.add_argument("what", nargs="?", default="presets", choices=["presets", "figures", "datasets", "metrics"])
+    li.set_defaults(func=_cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.func(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DivergenceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

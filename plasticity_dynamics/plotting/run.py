@@ -1,0 +1,119 @@
+"""Figures of one training run, read from its tidy metrics table.
+
+``plot_run(rows, out_dir)`` writes ``loss_accuracy.{png,pdf}`` (training loss and
+online accuracy against step, mean ± standard deviation over seeds, task
+boundaries dotted) and, when unit metrics were recorded, ``unit_metrics.{png,pdf}``
+(dead fraction, duplicate fraction and effective rank per layer).
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ..training.rundir import atomic_write_bytes
+
+
+def save_figure(fig, stem: str | Path) -> list[Path]:
+    """Save ``fig`` as ``stem.png`` (150 dpi) and ``stem.pdf``, atomically; close it."""
+    import matplotlib.pyplot as plt
+
+    stem = Path(stem)
+    paths = []
+    for ext, kw in (("png", {"dpi": 150}), ("pdf", {})):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, bbox_inches="tight", **kw)
+        path = stem.with_suffix(f".{ext}")
+        atomic_write_bytes(path, buf.getvalue())
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def series(rows, metric: str, layer: str = ""):
+    """(steps, mean over seeds, std over seeds) for one metric/layer; None if absent."""
+    by_step: dict[int, list] = defaultdict(list)
+    for step, _seed, _task, lay, met, val in rows:
+        if met == metric and lay == layer:
+            by_step[step].append(val)
+    if not by_step:
+        return None
+    steps = np.array(sorted(by_step))
+    vals = [np.asarray(by_step[s], dtype=float) for s in steps]
+    return steps, np.array([v.mean() for v in vals]), np.array([v.std() for v in vals])
+
+
+def task_boundaries(rows) -> list[int]:
+    """Steps at which a new task starts (first record of each task after the first)."""
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for step, _seed, task, *_ in rows:
+        first[task] = min(first.get(task, step), step)
+        last[task] = max(last.get(task, step), step)
+    return [last[t] for t in sorted(last)[:-1]]
+
+
+def _band(ax, s, label, color=None):
+    steps, mean, std = s
+    line, = ax.plot(steps, mean, label=label, color=color)
+    ax.fill_between(steps, mean - std, mean + std, alpha=0.25, color=line.get_color())
+    return line
+
+
+def _first_metric(rows, prefix: str) -> str | None:
+    names = sorted({r[4] for r in rows if r[4].startswith(prefix)})
+    return names[0] if names else None
+
+
+def plot_run(rows, out_dir: str | Path, title: str = "") -> list[Path]:
+    """Write the run's figures into ``out_dir``; return the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    bounds = task_boundaries(rows)
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    loss = series(rows, "loss")
+    if loss is not None:
+        _band(ax, loss, "training loss", "C0")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    acc = series(rows, "accuracy")
+    handles = [h for h in ax.get_lines()]
+    if acc is not None:
+        ax2 = ax.twinx()
+        handles.append(_band(ax2, acc, "online accuracy", "C1"))
+        ax2.set_ylabel("online accuracy")
+        ax2.set_ylim(0, 1.02)
+    for b in bounds:
+        ax.axvline(b, color="grey", linestyle=":", linewidth=0.8)
+    ax.legend(handles=handles, labels=[h.get_label() for h in handles], loc="best", fontsize=8)
+    ax.set_title(title or "loss and online accuracy (mean ± std over seeds; dotted: task switch)", fontsize=9)
+    written += save_figure(fig, out_dir / "loss_accuracy")
+
+    panels = [(p, _first_metric(rows, p)) for p in ("dead_frac", "duplicate_frac", "effective_rank")]
+    panels = [(p, m) for p, m in panels if m is not None]
+    if panels:
+        layers = sorted({r[3] for r in rows if r[3] and r[4] == panels[0][1]})
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+        for ax, (_, metric) in zip(axes[0], panels):
+            for i, layer in enumerate(layers):
+                s = series(rows, metric, layer)
+                if s is not None:
+                    _band(ax, s, layer, f"C{i % 10}")
+            for b in bounds:
+                ax.axvline(b, color="grey", linestyle=":", linewidth=0.8)
+            ax.set_title(metric, fontsize=9)
+            ax.set_xlabel("step")
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        written += save_figure(fig, out_dir / "unit_metrics")
+    return written

@@ -1,0 +1,124 @@
+"""Training engine: determinism, seeds = separate runs, devices, resume, retracing, divergence."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from plasticity_dynamics.errors import DivergenceError, InputError
+from plasticity_dynamics.training import Config, list_checkpoints, read_metrics, train
+from plasticity_dynamics.training import engine
+
+
+def tiny(**extra):
+    base = {
+        "model.name": "mlp", "model.preset": "tiny", "data.name": "mnist1d",
+        "tasks.classes_per_task": 5, "tasks.num_tasks": 2, "tasks.metric_batch_size": 60,
+        "train.steps_per_task": 12, "train.batch_size": 16, "record.every": 4, "seeds": 2,
+    }
+    base.update(extra)
+    return Config().with_overrides(base)
+
+
+def by_key(rows):
+    return {(r[0], r[1], r[3], r[4]): r[5] for r in rows}
+
+
+def test_same_config_same_numbers():
+    a = train(tiny(), progress=False)
+    b = train(tiny(), progress=False)
+    assert by_key(a.rows) == by_key(b.rows)
+    losses = [r[5] for r in a.rows if r[4] == "loss"]
+    assert all(np.isfinite(losses)) and len(losses) == 2 * 6
+
+
+def test_vmapped_seeds_equal_separate_runs():
+    together = by_key(train(tiny(seeds=[0, 1, 2, 3]), progress=False, devices=1).rows)
+    for s in range(4):
+        alone = by_key(train(tiny(seeds=[s]), progress=False, devices=1).rows)
+        for k, v in alone.items():
+            np.testing.assert_allclose(together[k], v, rtol=2e-5, atol=1e-6, err_msg=str(k))
+
+
+@pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 (fake) devices")
+def test_four_devices_equal_one_device():
+    cfg = tiny(seeds=[0, 1, 2, 3])
+    one = train(cfg, progress=False, devices=1)
+    four = train(cfg, progress=False, devices=4)
+    assert four.summary["devices"] == 4 and one.summary["devices"] == 1
+    a, b = by_key(one.rows), by_key(four.rows)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=2e-5, atol=1e-6, err_msg=str(k))
+
+
+def test_run_dir_layout_and_resume_equals_uninterrupted(tmp_path):
+    cfg = tiny(**{"record.checkpoint_every": 4})
+    full = train(cfg, out=tmp_path / "full", progress=False)
+    for name in ("config.toml", "metrics.csv", "summary.json"):
+        assert (tmp_path / "full" / name).is_file()
+    assert list_checkpoints(tmp_path / "full") == [4, 8, 12, 16, 20, 24]
+
+    # Simulate a stop at step 16 (mid task 2): drop later checkpoints and metric rows.
+    import shutil
+
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "full", cut)
+    for step in (20, 24):
+        (cut / "checkpoints" / f"step_{step:08d}.npz").unlink()
+        (cut / "checkpoints" / f"step_{step:08d}.sha256").unlink()
+    from plasticity_dynamics.training.rundir import write_metrics
+
+    write_metrics(cut / "metrics.csv", [r for r in read_metrics(cut / "metrics.csv") if r[0] <= 16])
+    resumed = train(None, out=cut, resume=True, progress=False)
+    assert by_key(resumed.rows) == by_key(full.rows)
+    assert by_key(read_metrics(cut / "metrics.csv")) == by_key(read_metrics(tmp_path / "full" / "metrics.csv"))
+
+
+def test_corrupt_checkpoint_is_reported_not_loaded(tmp_path, capsys):
+    cfg = tiny(**{"record.checkpoint_every": 4})
+    full = train(cfg, out=tmp_path / "r", progress=False)
+    last = tmp_path / "r" / "checkpoints" / "step_00000024.npz"
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    last.write_bytes(bytes(data))
+    resumed = train(None, out=tmp_path / "r", resume=True, progress=False)
+    assert "corrupt" in capsys.readouterr().err
+    assert by_key(resumed.rows) == by_key(full.rows)
+
+
+def test_no_retracing_between_records():
+    engine.TRACE_COUNTS.clear()
+    train(tiny(**{"train.steps_per_task": 16}), progress=False)
+    # one trace of the chunk body for the single chunk length, whatever the number of records
+    assert engine.TRACE_COUNTS == {"chunk": 1}
+
+
+def test_refuses_non_empty_out_and_writes_nothing_on_bad_input(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty"):
+        train(tiny(), out=out, progress=False)
+    with pytest.raises(InputError, match="model.name"):
+        train(tiny(**{"model.name": "cnn"}), out=tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_divergence_stops_with_step_and_seed(tmp_path):
+    cfg = tiny(**{"optim.name": "sgd", "optim.lr": 1e6, "model.activation": "linear", "model.norm": "none"})
+    with pytest.raises(DivergenceError) as exc:
+        train(cfg, out=tmp_path / "d", progress=False)
+    assert "step" in str(exc.value) and "seed" in str(exc.value)
+    assert exc.value.step is not None
+
+
+def test_epochs_per_task_reading():
+    cfg = tiny(**{"train.epochs_per_task": 1, "record.metrics": False})
+    run = train(cfg, progress=False)
+    steps = [s["steps"] for s in run.summary["schedule"]]
+    assert all(n == run.components.stream.steps_per_epoch(t) for t, n in enumerate(steps))
