@@ -20,7 +20,8 @@ import flax.linen as nn
 
 from ..errors import InputError
 from .activations import activation_fn
-from .layers import apply_norm, as_images, make_norm, record, torch_default_conv, torch_default_dense
+from .layers import (Dropout, apply_norm, as_images, make_norm, record, torch_default_conv,
+                     torch_default_dense)
 
 DEFAULTS = dict(channels=(64, 128, 256), fc_widths=(512,), activation="relu", norm="batch",
                 dropout=0.1)
@@ -66,7 +67,7 @@ class CNN(nn.Module):
         for j, width in enumerate(self.fc_widths):
             z = torch_default_dense(width, h.shape[-1], name=f"fc_{j}")(h)
             h = record(f"fc_{j}", act(z), probes, acts, z, pre)
-            h = nn.Dropout(self.dropout, deterministic=not train)(h)
+            h = Dropout(self.dropout, deterministic=not train)(h)
         logits = torch_default_dense(self.num_outputs, h.shape[-1], name="out")(h)
         return logits, acts, pre
 

@@ -25,13 +25,62 @@ NORM_EPS = 1e-5
 BN_MOMENTUM = 0.9
 
 
+# Every random draw below is made on a flat vector and reshaped: on XLA:CPU a threefry draw of a
+# 4-D shape compiles about 10x slower than the same number of values drawn flat (measured
+# ~1.5 s vs ~0.1 s per (3, 3, 4, 8) kernel), which dominated model-init compile times.
+
+
+def _size(shape) -> int:
+    return int(math.prod(shape))
+
+
 def uniform_init(bound: float):
     """Initializer drawing i.i.d. U(-bound, bound) (any shape)."""
 
     def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+        return jax.random.uniform(key, (_size(shape),), dtype, -bound, bound).reshape(shape)
 
     return init
+
+
+def kaiming_normal_fan_out(key, shape, dtype=jnp.float32):
+    """N(0, 2 / fan_out), fan_out = prod(shape[:-2]) * shape[-1] (conv kernels (kh, kw, cin,
+    cout) as in PyTorch ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``); untruncated."""
+    fan_out = _size(shape[:-2]) * shape[-1]
+    std = math.sqrt(2.0 / fan_out)
+    return std * jax.random.normal(key, (_size(shape),), dtype).reshape(shape)
+
+
+# Standard deviation of a standard normal truncated to [-2, 2].
+_TRUNC2_STD = 0.87962566103423978
+
+
+def trunc_normal_init(std: float):
+    """Normal truncated at +-2 standard deviations of the underlying normal, rescaled so the
+    standard deviation is exactly ``std`` (the convention of ``jax.nn.initializers.truncated_normal``)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        z = jax.random.truncated_normal(key, -2.0, 2.0, (_size(shape),), dtype)
+        return (std / _TRUNC2_STD) * z.reshape(shape)
+
+    return init
+
+
+class Dropout(nn.Module):
+    """Inverted dropout (zero with probability ``rate``, scale survivors by 1/(1-rate)); the
+    mask comes from the "dropout" rng collection, drawn flat. Identity when deterministic or
+    rate == 0."""
+
+    rate: float
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x):
+        if self.deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (_size(x.shape),))
+        return jnp.where(mask.reshape(x.shape), x / keep, jnp.zeros_like(x))
 
 
 def torch_default_dense(features: int, fan_in: int, name: str, use_bias: bool = True) -> nn.Dense:

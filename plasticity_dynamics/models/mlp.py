@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from .activations import activation_fn
-from .layers import apply_norm, make_norm, record, torch_default_dense
+from .layers import Dropout, apply_norm, make_norm, record, torch_default_dense
 
 DEFAULTS = dict(widths=(128,) * 5, activation="relu", norm="batch", dropout=0.2)
 
@@ -51,7 +51,7 @@ class MLP(nn.Module):
             else:
                 z = apply_norm(norm, h)
                 h = record(f"hidden_{i}", act(z), probes, acts, z, pre)
-            h = nn.Dropout(self.dropout, deterministic=not train)(h)
+            h = Dropout(self.dropout, deterministic=not train)(h)
         logits = torch_default_dense(self.num_outputs, h.shape[-1], name="out")(h)
         return logits, acts, pre
 

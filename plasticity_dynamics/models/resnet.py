@@ -22,12 +22,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from .activations import activation_fn
-from .layers import apply_norm, as_images, make_norm, record, torch_default_conv, torch_default_dense
+from .layers import (Dropout, apply_norm, as_images, kaiming_normal_fan_out, make_norm, record,
+                     torch_default_conv, torch_default_dense)
 
 DEFAULTS = dict(base_channels=64, stages=(2, 2, 2, 2), activation="relu", norm="batch",
                 dropout=0.1)
-
-kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def layer_kinds(options: dict) -> dict:
@@ -96,7 +95,7 @@ class ResNet18(nn.Module):
                                     self.norm_affine, name=name)(h, train)
                 h = record(name, out, probes, acts, z, pre)
         h = jnp.mean(h, axis=(1, 2))
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        h = Dropout(self.dropout, deterministic=not train)(h)
         logits = torch_default_dense(self.num_outputs, h.shape[-1], name="out")(h)
         return logits, acts, pre
 

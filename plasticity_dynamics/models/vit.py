@@ -31,12 +31,12 @@ import jax.numpy as jnp
 
 from ..errors import InputError
 from .activations import activation_fn
-from .layers import apply_norm, as_images, make_norm, record
+from .layers import Dropout, apply_norm, as_images, make_norm, record, trunc_normal_init
 
 DEFAULTS = dict(patch_size=8, dim=384, depth=6, heads=6, mlp_ratio=4.0, activation="gelu",
                 norm="layer", dropout=0.1, attention_dropout=0.1)
 
-trunc_normal = nn.initializers.truncated_normal(stddev=0.02)
+trunc_normal = trunc_normal_init(0.02)
 zeros = nn.initializers.zeros
 
 
@@ -82,7 +82,7 @@ class Attention(nn.Module):
         v = split(_dense(self.dim, "value")(x))
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hd)
         weights = jax.nn.softmax(logits, axis=-1)
-        weights = nn.Dropout(self.attention_dropout, deterministic=not train)(weights)
+        weights = Dropout(self.attention_dropout, deterministic=not train)(weights)
         y = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, self.dim)
         return _dense(self.dim, "proj")(y)
 
@@ -103,7 +103,7 @@ class Block(nn.Module):
         added, its preactivation z)."""
         norm = lambda name: make_norm(self.norm, affine=self.norm_affine, train=train,  # noqa
                                       conv=False, name=name)
-        drop = nn.Dropout(self.dropout, deterministic=not train)
+        drop = Dropout(self.dropout, deterministic=not train)
         y = Attention(self.dim, self.heads, self.attention_dropout, name="attn")(
             apply_norm(norm("norm1"), x), train)
         x = x + drop(y)
@@ -139,7 +139,7 @@ class ViT(nn.Module):
             raise InputError(f"x.shape={tuple(x.shape)} gives {t} patches but pos_embed was "
                              f"initialised for {pos.shape[1] - 1}")
         h = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.dim)), h], axis=1) + pos
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        h = Dropout(self.dropout, deterministic=not train)(h)
         acts, pre = {}, {}
         for i in range(self.depth):
             mlp_name = f"block_{i}_mlp"
