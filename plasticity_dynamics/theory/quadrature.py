@@ -2,8 +2,9 @@
 
 ``gauss-hermite``
     numpy's ``hermegauss`` with ``order`` nodes (order ≤ 350; numpy's weights overflow beyond
-    ≈ 360). Exact for polynomials of degree < 2·order and geometrically convergent for analytic
-    activations of moderate gain (tanh, sigmoid, gelu with a ≲ 3). For activations with a kink
+    ≈ 360). Exact for polynomials of degree < 2·order and fast for analytic activations of
+    moderate gain (tanh coefficients: error 2e-4 at order 20, 2e-10 at 80, 2e-15 at 160). For
+    activations with a kink
     (relu, leaky_relu, selu; elu's second derivative) it converges only like O(1/order): the
     ReLU Hermite coefficients are off by 1.6e-3 at order 100 and 8e-4 at order 200. Sharp
     modulations (tanh(a z) with a ≳ 10) are not resolved either.
@@ -14,10 +15,12 @@
     grid, at every kink of ψ(z) = φ(a z + b) mapped to z = (u_kink − b)/a, and at the geometric
     ladder z_c ± 2^j / a (j ≥ −3) around the activation's nonlinear region z_c = −b/a, so the
     integrand is smooth on every panel and a sharp gain is resolved. The edge set is made
-    symmetric under z -> −z so ψ(−z) is smooth on every panel too. With order ≥ 16 the Hermite
-    coefficients of relu(a z + b) agree with the closed form to ~1e-15 (measured, see
-    tests/theory); error decreases geometrically with ``order``. Cost: about 200 panels ×
-    order nodes (≈ 4000 evaluations of φ at order 20).
+    symmetric under z -> −z so ψ(−z) is smooth on every panel too. The error decreases
+    geometrically with ``order``: the ReLU coefficients (n = 40) are off by 5e-4 at order 2,
+    3e-7 at order 4 and 4e-16 at order 8 (tests/theory); for tanh(10⁴ z), gelu(1.4 z − 3),
+    sigmoid(10 z − 20) and elu(30 z + 5) orders 12 and 40 agree to 1e-15 relative. The default
+    order 20 leaves a wide margin. Cost: about 200 panels × order nodes (≈ 4000 evaluations of
+    φ at order 20).
 
 Every function returns nodes ``z`` and weights ``w`` with Σ_j w_j g(z_j) ≈ E[g(Z)]; the
 Hermite functions helper returns the orthonormal Hermite polynomials h_k = He_k/√(k!) already
