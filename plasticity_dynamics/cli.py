@@ -67,6 +67,27 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_reproduce(args) -> int:
+    from .experiments import figures, reproduce
+
+    if args.name == "list":
+        for name, fig in figures().items():
+            print(f"{name:20s} {fig.paper:26s} {fig.description}")
+        return 0
+    res = reproduce(args.name, scale=args.scale, out=args.out, data_dir=args.data_dir, force=args.force,
+                    progress=not args.quiet)
+    out = Path(res["out"])
+    print(f"{args.name} ({res['paper']}) at scale {args.scale}: {res['wall_time_s']:.1f} s")
+    for f in sorted((out / "figures").glob("*.png")):
+        print(f"figure: {f}")
+    print(f"results: {out / 'results.json'}")
+    print(f"summary: {out / 'summary.md'}")
+    failed = [c for c in res["checks"] if not c[2]]
+    for claim, measured, _ in failed:
+        print(f"trend not reproduced: {claim} ({measured})")
+    return 0
+
+
 def _cmd_list(args) -> int:
     what = args.what
     if what == "presets":
@@ -83,13 +104,12 @@ def _cmd_list(args) -> int:
     elif what == "metrics":
         from .metrics import describe_metrics
 
-        for name, desc in describe_metrics().items():
-            print(f"{name:28s} {desc}")
+        print(describe_metrics())
     elif what == "figures":
-        from .experiments import FIGURES
+        from .experiments import figures
 
-        for name, fig in FIGURES.items():
-            print(f"{name:10s} {fig.description}")
+        for name, fig in figures().items():
+            print(f"{name:20s} {fig.paper:26s} {fig.description}")
     return 0
 
 
@@ -110,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="redraw the figures of a run directory")
     r.add_argument("run_dir")
     r.set_defaults(func=_cmd_report)
+
+    rp = sub.add_parser("reproduce", help="reproduce a paper figure ('reproduce list' names them)")
+    rp.add_argument("name", help="figure name, or 'list'")
+    rp.add_argument("--scale", default="small", help="smoke | small (default, CPU minutes) | paper (GPU, real data)")
+    rp.add_argument("--data-dir", help="folder with MNIST/CIFAR/Tiny ImageNet files (paper scale)")
+    rp.add_argument("--out", help="output folder (default runs/reproduce-NAME-SCALE)")
+    rp.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    rp.add_argument("--quiet", action="store_true", help="no progress bars")
+    rp.set_defaults(func=_cmd_reproduce)
 
     li = sub.add_parser("list", help="list presets, figures, datasets or metrics")
     li.add_argument("what", nargs="?", default="presets", choices=["presets", "figures", "datasets", "metrics"])

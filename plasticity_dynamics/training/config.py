@@ -69,6 +69,7 @@ class OptimConfig:
 @dataclass(frozen=True)
 class InterventionConfig:
     name: str = "none"
+    start_step: int = 0  # the intervention acts from this global step on (e.g. SGD -> CBP switch)
     options: dict = field(default_factory=dict)
 
 
@@ -77,6 +78,7 @@ class RecordConfig:
     every: int = 50
     checkpoint_every: int | None = None  # None: at every task end
     metrics: bool = True
+    options: dict = field(default_factory=dict)  # thresholds passed to pdx.metrics.make_unit_metrics_fn
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,7 @@ class Config:
         check_positive("optim.weight_decay", self.optim.weight_decay, allow_zero=True)
         check_positive("optim.noise_sigma0", self.optim.noise_sigma0, allow_zero=True)
         check_range("optim.noise_decay", self.optim.noise_decay, 0.0, 1.0, high_inclusive=True)
+        check_positive("intervention.start_step", self.intervention.start_step, integer=True, allow_zero=True)
         check_positive("record.every", self.record.every, integer=True)
         if self.record.checkpoint_every is not None:
             check_positive("record.checkpoint_every", self.record.checkpoint_every, integer=True)

@@ -108,7 +108,9 @@ def build(config: Config) -> Components:
         noise_decay=o.noise_decay if o.name == "noisy_sgd" else None,
     )
     intervention = poptim.make_intervention(config.intervention.name, **config.intervention.options)
-    metrics_fn = pmetrics.make_unit_metrics_fn(model, loss=stream.loss) if config.record.metrics else None
+    metrics_fn = None
+    if config.record.metrics:
+        metrics_fn = pmetrics.make_unit_metrics_fn(model, loss=stream.loss, **config.record.options)
 
     schedule, first = [], 0
     for t in range(stream.num_tasks):
@@ -125,8 +127,6 @@ def _check_model_fits(model, stream, config) -> None:
     x = jnp.zeros((2,) + tuple(stream.input_shape), jnp.float32)
     try:
         jax.eval_shape(lambda k: model.init(k, x), jax.random.PRNGKey(0))
-    except InputError:
-        raise
     except Exception as exc:  # noqa: BLE001 - shape errors come in many types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
@@ -149,22 +149,29 @@ def _keys(seed, step):
 
 def init_state(c: Components, seed):
     """State of one seed: variables, optimiser state, intervention state."""
-    k_init, k_iv = jax.random.split(jax.random.PRNGKey(seed))
+    from ..optim import reseed_noise
+
+    k_init, k_iv, k_noise = jax.random.split(jax.random.PRNGKey(seed), 3)
     x = jnp.zeros((2,) + tuple(c.stream.input_shape), jnp.float32)
     variables = c.model.init(k_init, x)
-    opt_state = c.optimizer.init(variables["params"])
+    opt_state = reseed_noise(c.optimizer.init(variables["params"]), k_noise)  # noisy SGD: own noise per seed
     iv_state = c.intervention.init(variables["params"], k_iv)
     return {"variables": variables, "opt_state": opt_state, "iv_state": iv_state}
 
 
 def make_chunk_fn(c: Components, length: int):
-    """One seed, ``length`` steps: (state, seed, data, start) -> (state, losses, accs)."""
-    model, stream, opt, iv = c.model, c.stream, c.optimizer, c.intervention
+    """One seed, ``length`` steps: (state, seed, data, start, task_first) -> (state, losses (length,), accs).
 
-    def step(state, i, seed, data, start):
+    ``start`` is the global index of the chunk's first step (it keys the randomness);
+    ``task_first`` the global index of the task's first step (streams see task-local steps).
+    """
+    model, stream, opt, iv = c.model, c.stream, c.optimizer, c.intervention
+    iv_start = int(c.config.intervention.start_step)
+
+    def step(state, i, seed, data, start, task_first):
         step_idx = start + i
         k_data, k_drop, k_iv = _keys(seed, step_idx)
-        x, y, mask = stream.sample(data, k_data, step_idx)
+        x, y, mask = stream.sample(data, k_data, step_idx - task_first)  # streams count steps within a task
         variables = state["variables"]
 
         def loss_fn(params):
@@ -175,13 +182,18 @@ def make_chunk_fn(c: Components, length: int):
         (loss, (out, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
         updates, opt_state = opt.update(grads, state["opt_state"], variables["params"])
         params = optax.apply_updates(variables["params"], updates)
-        params, opt_state, iv_state = iv.apply(params, opt_state, state["iv_state"], out.activations, step_idx, k_iv)
+        before = (params, opt_state, state["iv_state"])
+        after = iv.apply(params, opt_state, state["iv_state"], out.activations, step_idx, k_iv)
+        if iv_start > 0:  # the intervention switches on at a given step (bit-flipping SGD -> CBP)
+            on = step_idx >= iv_start
+            after = jax.tree_util.tree_map(lambda a, b: jnp.where(on, a, b), after, before)
+        params, opt_state, iv_state = after
         new_vars = {**out.variables, "params": params}
         return {"variables": new_vars, "opt_state": opt_state, "iv_state": iv_state}, (loss, acc)
 
-    def chunk(state, seed, data, start):
+    def chunk(state, seed, data, start, task_first):
         TRACE_COUNTS["chunk"] = TRACE_COUNTS.get("chunk", 0) + 1  # runs at trace time only
-        body = lambda s, i: step(s, i, seed, data, start)  # noqa: E731
+        body = lambda s, i: step(s, i, seed, data, start, task_first)  # noqa: E731
         state, (losses, accs) = jax.lax.scan(body, state, jnp.arange(length))
         return state, losses, accs
 
@@ -189,17 +201,22 @@ def make_chunk_fn(c: Components, length: int):
 
 
 def make_task_start_fn(c: Components):
-    """Head zeroing (output layer weights and biases) and optional optimiser reset."""
+    """(state, seed, task) -> state: head zeroing (output weights and biases, PAPER.md 5.3),
+    optional optimiser reset, then the intervention's own task-start action (head/full reset)."""
+    from ..optim import reset_state
+
     zero_head = bool(c.config.tasks.head_zeroing) and c.stream.loss == "xent"
     reset = bool(c.config.train.reset_optimizer_each_task)
 
-    def task_start(state):
+    def task_start(state, seed, task):
         variables = state["variables"]
         params = variables["params"]
         if zero_head and "out" in params:
             params = {**params, "out": jax.tree_util.tree_map(jnp.zeros_like, params["out"])}
-        opt_state = c.optimizer.init(params) if reset else state["opt_state"]
-        return {**state, "variables": {**variables, "params": params}, "opt_state": opt_state}
+        opt_state = reset_state(c.optimizer, params, state["opt_state"]) if reset else state["opt_state"]
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 2), task)
+        params, opt_state, iv_state = c.intervention.on_task_start(params, opt_state, state["iv_state"], key)
+        return {**state, "variables": {**variables, "params": params}, "opt_state": opt_state, "iv_state": iv_state}
 
     return task_start
 
@@ -288,14 +305,18 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
 
     def chunk_fn(length):
         if length not in chunk_fns:
-            f = jax.vmap(make_chunk_fn(c, length), in_axes=(0, 0, None, None))
+            f = jax.vmap(make_chunk_fn(c, length), in_axes=(0, 0, None, None, None))
             chunk_fns[length] = jax.jit(f, donate_argnums=(0,))
         return chunk_fns[length]
 
-    task_start = jax.jit(jax.vmap(make_task_start_fn(c)))
+    task_start = jax.jit(jax.vmap(make_task_start_fn(c), in_axes=(0, 0, None)))
     metrics_fn = None
     if c.metrics_fn is not None:
-        metrics_fn = jax.jit(jax.vmap(c.metrics_fn, in_axes=(0, None, None, None)))
+        def counted_metrics(variables, x, y, mask):
+            TRACE_COUNTS["metrics"] = TRACE_COUNTS.get("metrics", 0) + 1  # trace time only
+            return c.metrics_fn(variables, x, y, mask)
+
+        metrics_fn = jax.jit(jax.vmap(counted_metrics, in_axes=(0, None, None, None)))
 
     every = config.record.every
     ckpt_every = config.record.checkpoint_every
@@ -316,8 +337,8 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
                     pos = end
                     continue
                 if pos == first:
-                    state = task_start(state)
-                state, losses, accs = chunk_fn(end - pos)(state, seeds, data, jnp.int32(pos))
+                    state = task_start(state, seeds, jnp.int32(task))
+                state, losses, accs = chunk_fn(end - pos)(state, seeds, data, jnp.int32(pos), jnp.int32(first))
                 losses = np.asarray(losses)
                 bad = ~np.isfinite(losses)
                 if bad.any():

@@ -1,0 +1,240 @@
+"""Continual-learning figures: symptoms over tasks (Fig 3.1, 3.2, B.4–B.6) and the effect of
+normalisation (Fig 4.1, B.3). PAPER.md 5.3.
+
+Protocol: a class-split stream (k classes per task, loss masked to the task's classes, output
+layer zeroed at each task start, optimiser state carried over), Adam (1e-3; 1e-4 for the ViT at
+paper scale), batch 128, metrics on a fixed class-balanced batch of the current task. Every
+configuration trains all its seeds in one compiled program (``pdx.train``).
+
+Scales: ``paper`` = Tiny ImageNet 40 × 5 classes, the paper's models, 500 steps per task
+(the "steps" reading of PAPER.md 5.3; pass ``epochs`` through the config for the other reading),
+5 seeds. ``small`` = MLP on mnist1d, CNN/ResNet-18/ViT on scikit-learn digits (8×8), 5 × 2-class
+tasks, CPU presets. ``smoke`` = MLP only, a few dozen steps per task.
+
+Model-level numbers are means over the monitored layers of a family (for the ViT's duplicate
+and saturated fractions: the residual-stream block outputs ``block_i``, as the paper).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..training import Config, train
+from .registry import register
+
+DEAD = "dead_frac@1e-07,0.95"
+DUP = "duplicate_frac@0.95"
+SAT = "saturated_frac@0.0001,0.99"
+RANK = "effective_rank"
+
+_SCALE = {
+    "smoke": dict(families=("mlp",), steps=60, tasks=3, seeds=2, every=20, mbs=100, lr=1e-2, batch=64),
+    "small": dict(families=("mlp", "cnn", "resnet18", "vit"), steps=300, tasks=5, seeds=3, every=50, mbs=300,
+                  lr=1e-2, batch=64),
+    "paper": dict(families=("mlp", "cnn", "resnet18", "vit"), steps=500, tasks=40, seeds=5, every=100, mbs=500,
+                  lr=1e-3, batch=128),
+}
+
+
+def family_config(family: str, scale: str, *, norm: str = "none", affine: bool = True, dropout: float = 0.0,
+                  data_dir: str | None = None) -> Config:
+    """The continual-learning config of one family at one scale."""
+    s = _SCALE[scale]
+    if scale == "paper":
+        data, preset, cpt, lr = "tinyimagenet", "paper", 5, (1e-4 if family == "vit" else 1e-3)
+    else:
+        data, preset, cpt, lr = ("mnist1d" if family == "mlp" else "digits"), "small", 2, s["lr"]
+        if family == "vit":
+            lr = s["lr"] / 10
+    over = {
+        "model.name": family, "model.preset": preset, "model.norm": norm, "model.norm_affine": affine,
+        "model.dropout": dropout, "data.name": data, "data.data_dir": data_dir,
+        "tasks.kind": "class_split", "tasks.classes_per_task": cpt, "tasks.num_tasks": s["tasks"],
+        "tasks.metric_batch_size": s["mbs"], "train.steps_per_task": s["steps"], "train.batch_size": s["batch"],
+        "optim.name": "adam", "optim.lr": lr, "record.every": s["every"], "seeds": s["seeds"],
+    }
+    if family == "vit":
+        over["model.attention_dropout"] = dropout
+    return Config().with_overrides(over)
+
+
+def layer_mean(rows, metric: str, layers=None):
+    """steps (R,), values (seeds, R): mean over the selected layers of ``metric``."""
+    from collections import defaultdict
+
+    acc: dict = defaultdict(list)
+    for step, seed, _task, layer, met, val in rows:
+        if met == metric and layer and (layers is None or layer in layers):
+            acc[(seed, step)].append(val)
+    seeds = sorted({k[0] for k in acc})
+    steps = sorted({k[1] for k in acc})
+    vals = np.array([[np.mean(acc[(s, t)]) for t in steps] for s in seeds])
+    return np.array(steps), vals
+
+
+def online(rows, metric: str):
+    """steps, (seeds, R) of a model-level metric (training loss / online accuracy)."""
+    seeds = sorted({r[1] for r in rows if r[4] == metric and r[3] == ""})
+    steps = sorted({r[0] for r in rows if r[4] == metric and r[3] == ""})
+    table = {(r[1], r[0]): r[5] for r in rows if r[4] == metric and r[3] == ""}
+    return np.array(steps), np.array([[table[(s, t)] for t in steps] for s in seeds])
+
+
+def _monitored(run, family):
+    kinds = run.components.model.layer_kinds
+    if family == "vit":
+        return [k for k in kinds if not k.endswith("_mlp")]
+    return list(kinds)
+
+
+def _band(ax, steps, vals, label, color=None, style="-"):
+    mean, std = vals.mean(0), vals.std(0)
+    line, = ax.plot(steps, mean, style, label=label, color=color)
+    ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=line.get_color())
+    return line
+
+
+@register("continual", "Fig 3.1, 3.2, B.4, B.5, B.6",
+          "Continual class-split training without normalisation or dropout: dead fraction (ViT: duplicate "
+          "fraction), online accuracy and effective rank over tasks, per layer.")
+def run_continual(scale: str, out_dir: Path, data_dir=None, progress=True) -> dict:
+    import matplotlib.pyplot as plt
+
+    from ..plotting.run import save_figure
+
+    fams = _SCALE[scale]["families"]
+    runs = {f: train(family_config(f, scale, data_dir=data_dir), progress=progress) for f in fams}
+    results, checks = {}, []
+    fig1, ax1 = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.3), squeeze=False)
+    fig2, ax2 = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.3), squeeze=False)
+    fig5, ax5 = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.3), squeeze=False)
+    fig6, ax6 = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.3), squeeze=False)
+    fig4, ax4 = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.3), squeeze=False)
+    for i, fam in enumerate(fams):
+        run = runs[fam]
+        layers = _monitored(run, fam)
+        symptom, sname = (DUP, "duplicate fraction") if fam == "vit" else (DEAD, "dead fraction")
+        st, sym = layer_mean(run.rows, symptom, layers)
+        sa, acc = online(run.rows, "accuracy")
+        sr, rank = layer_mean(run.rows, RANK, layers)
+        a = ax1[0][i]
+        _band(a, st, sym, sname, "C3")
+        a.set_ylim(-0.02, 1.02)
+        a.set_title(fam, fontsize=9)
+        a.set_xlabel("step")
+        a2 = a.twinx()
+        _band(a2, sa, acc, "online accuracy", "C0")
+        a2.set_ylim(0, 1.02)
+        if i == 0:
+            a.set_ylabel(sname)
+        a = ax2[0][i]
+        _band(a, sr, rank, "effective rank", "C2")
+        a.set_title(fam, fontsize=9)
+        a.set_xlabel("step")
+        a3 = a.twinx()
+        _band(a3, st, sym, sname, "C3", "--")
+        a3.set_ylim(-0.02, 1.02)
+        for lay_i, layer in enumerate(layers):
+            _s, v = layer_mean(run.rows, DUP, [layer])
+            _band(ax5[0][i], _s, v, layer, f"C{lay_i % 10}")
+            _s, v = layer_mean(run.rows, SAT if fam == "vit" else DEAD, [layer])
+            _band(ax6[0][i], _s, v, layer, f"C{lay_i % 10}")
+        for ax, yl in ((ax5[0][i], "duplicate fraction"), (ax6[0][i], "saturated" if fam == "vit" else "dead")):
+            ax.set_title(f"{fam}: {yl} per layer", fontsize=9)
+            ax.set_xlabel("step")
+            ax.legend(fontsize=6)
+        _sd, dead = layer_mean(run.rows, DEAD if fam != "vit" else SAT, layers)
+        _su, dup = layer_mean(run.rows, DUP, layers)
+        sc = ax4[0][i].scatter(dup.mean(0), dead.mean(0), c=_su, s=10 + 60 * np.interp(_su, sa, acc.mean(0)),
+                               cmap="viridis_r")
+        ax4[0][i].set_xlabel("duplicate fraction")
+        ax4[0][i].set_ylabel("saturated fraction" if fam == "vit" else "dead fraction")
+        ax4[0][i].set_title(f"{fam} (colour: step, size: accuracy)", fontsize=8)
+        fig4.colorbar(sc, ax=ax4[0][i])
+        results[fam] = {
+            "symptom": symptom, "symptom_first": float(sym[:, 0].mean()), "symptom_last": float(sym[:, -1].mean()),
+            "accuracy_first_task": float(acc[:, : max(1, acc.shape[1] // _SCALE[scale]["tasks"])].mean()),
+            "accuracy_last_task": float(acc[:, -max(1, acc.shape[1] // _SCALE[scale]["tasks"]):].mean()),
+            "rank_first": float(rank[:, 0].mean()), "rank_last": float(rank[:, -1].mean()),
+            "wall_time_s": run.summary["wall_time_s"],
+        }
+        r = results[fam]
+        checks.append((f"{fam}: {sname} rises over tasks", f"{r['symptom_first']:.3f} → {r['symptom_last']:.3f}",
+                       r["symptom_last"] > r["symptom_first"]))
+        checks.append((f"{fam}: effective rank falls", f"{r['rank_first']:.1f} → {r['rank_last']:.1f}",
+                       r["rank_last"] < r["rank_first"]))
+    figs = out_dir / "figures"
+    fig1.suptitle("Fig 3.1: symptom (left axis) and online accuracy (right axis)", fontsize=10)
+    fig2.suptitle("Fig 3.2: effective rank (left) and symptom (right, dashed)", fontsize=10)
+    fig4.suptitle("Fig B.4: duplicate vs dead fraction along training", fontsize=10)
+    fig5.suptitle("Fig B.5: duplicate fraction per layer", fontsize=10)
+    fig6.suptitle("Fig B.6: dead (ViT: saturated) fraction per layer", fontsize=10)
+    for fig, stem in ((fig1, "fig3_1"), (fig2, "fig3_2"), (fig4, "figB_4"), (fig5, "figB_5"), (fig6, "figB_6")):
+        fig.tight_layout()
+        save_figure(fig, figs / stem)
+    notes = [f"Streams: {('Tiny ImageNet 40×5' if scale == 'paper' else 'mnist1d (MLP) / digits (others), 5×2 classes')}; "
+             f"{_SCALE[scale]['steps']} optimiser steps per task (the 'steps' reading of PAPER.md 5.3).",
+             "Symptoms are means over monitored layers; bands are the std over seeds."]
+    return {"results": results, "checks": checks, "notes": notes}
+
+
+@register("normalisation", "Fig 4.1, B.3",
+          "Effective rank over tasks for no norm / batch norm / layer norm, with and without affine parameters "
+          "(Fig 4.1), and bars of saturated fraction, duplicate fraction and average online accuracy (B.3).")
+def run_normalisation(scale: str, out_dir: Path, data_dir=None, progress=True) -> dict:
+    import matplotlib.pyplot as plt
+
+    from ..plotting.run import save_figure
+
+    fams = _SCALE[scale]["families"]
+    variants = [("none", True), ("batch", False), ("batch", True), ("layer", False), ("layer", True)]
+    results, checks = {}, []
+    fig, axes = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.3), squeeze=False)
+    bars = {}
+    for i, fam in enumerate(fams):
+        ax = axes[0][i]
+        for j, (norm, affine) in enumerate(variants):
+            run = train(family_config(fam, scale, norm=norm, affine=affine, data_dir=data_dir), progress=progress)
+            layers = _monitored(run, fam)
+            st, rank = layer_mean(run.rows, RANK, layers)
+            label = {"none": "baseline", "batch": "BN", "layer": "LN"}[norm] + (" + affine" if affine and norm != "none" else "")
+            _band(ax, st, rank, label, f"C{['none', 'batch', 'layer'].index(norm)}", ":" if affine and norm != "none" else "-")
+            _s, sat = layer_mean(run.rows, SAT, layers)
+            _s, dup = layer_mean(run.rows, DUP, layers)
+            _s, dead = layer_mean(run.rows, DEAD, layers)
+            _s, acc = online(run.rows, "accuracy")
+            bars[(fam, label)] = (sat.mean(), dup.mean(), acc.mean())
+            results.setdefault(fam, {})[label] = {
+                "rank_last": float(rank[:, -1].mean()), "saturated_mean": float(sat.mean()),
+                "dead_last": float(dead[:, -1].mean()), "duplicate_mean": float(dup.mean()),
+                "accuracy_mean": float(acc.mean()),
+            }
+        ax.set_title(fam, fontsize=9)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=6)
+        res = results[fam]
+        best_norm = max(res["BN + affine"]["rank_last"], res["LN + affine"]["rank_last"])
+        checks.append((f"{fam}: normalised nets keep a higher effective rank than the baseline",
+                       f"baseline {res['baseline']['rank_last']:.1f} vs best normalised {best_norm:.1f}",
+                       best_norm > res["baseline"]["rank_last"]))
+        checks.append((f"{fam}: normalisation lowers the dead fraction",
+                       f"baseline {res['baseline']['dead_last']:.3f} vs BN+affine {res['BN + affine']['dead_last']:.3f}",
+                       res["BN + affine"]["dead_last"] <= res["baseline"]["dead_last"]))
+    fig.suptitle("Fig 4.1: effective rank (dotted: with affine)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, out_dir / "figures" / "fig4_1")
+    figb, axb = plt.subplots(3, len(fams), figsize=(4.2 * len(fams), 7.5), squeeze=False)
+    for i, fam in enumerate(fams):
+        labels = [lab for (f, lab) in bars if f == fam]
+        for row, name in enumerate(("saturated fraction", "duplicate fraction", "online accuracy")):
+            axb[row][i].bar(range(len(labels)), [bars[(fam, lab)][row] for lab in labels], color="C0")
+            axb[row][i].set_xticks(range(len(labels)), labels, rotation=30, fontsize=7)
+            axb[row][0].set_ylabel(name)
+        axb[0][i].set_title(fam, fontsize=9)
+    figb.suptitle("Fig B.3: symptoms and accuracy by normalisation (means over the run)", fontsize=10)
+    figb.tight_layout()
+    save_figure(figb, out_dir / "figures" / "figB_3")
+    return {"results": results, "checks": checks,
+            "notes": ["Means over monitored layers, seeds and records; see continual.py for the protocol."]}
