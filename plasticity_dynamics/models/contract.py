@@ -90,7 +90,10 @@ class Model:
             dropout is active (needs ``rng``); eval mode uses running statistics, no dropout.
         rng: PRNG key for dropout; required when train and a dropout rate > 0 (else InputError).
         probes: optional dict {monitored name: array shaped like that activation}.
-        Cost: one forward pass.
+        Cost: one forward pass; runs jitted (cached per model options, input shapes, ``train``
+        and probe keys), so outside a jit the first call per shape compiles.
+        Output dicts come back with keys in sorted order (a property of jit); the forward
+        order of the monitored layers is ``model.layer_kinds``.
         """
         if train and self._needs_rng and rng is None:
             rates = ", ".join(f"{k}={self.options[k]}" for k in ("dropout", "attention_dropout")
@@ -103,17 +106,28 @@ class Model:
                 raise InputError(f"probes key {unknown[0]!r} is not one of: "
                                  f"{', '.join(self.layer_kinds)}")
         rngs = {"dropout": rng} if (train and rng is not None) else {}
-        if train and "batch_stats" in variables:
-            (logits, acts, pre), updates = self.module.apply(
-                variables, x, train=True, probes=probes, rngs=rngs, mutable=["batch_stats"])
-            new = {**variables, "batch_stats": updates["batch_stats"]}
-            if isinstance(variables, FrozenDict):
-                new = freeze(new)
-        else:
-            logits, acts, pre = self.module.apply(variables, x, train=train, probes=probes,
-                                                  rngs=rngs)
-            new = variables
-        return Output(logits, new, acts, pre)
+        return _jitted_apply(self)(variables, x, train=bool(train), rngs=rngs, probes=probes)
+
+
+def _apply(model: Model, variables, x, train, rngs, probes) -> Output:
+    if train and "batch_stats" in variables:
+        (logits, acts, pre), updates = model.module.apply(
+            variables, x, train=True, probes=probes, rngs=rngs, mutable=["batch_stats"])
+        new = {**variables, "batch_stats": updates["batch_stats"]}
+        if isinstance(variables, FrozenDict):
+            new = freeze(new)
+    else:
+        logits, acts, pre = model.module.apply(variables, x, train=train, probes=probes, rngs=rngs)
+        new = variables
+    return Output(logits, new, acts, pre)
+
+
+@functools.lru_cache(maxsize=256)
+def _jitted_apply(model: Model):
+    """Compiled apply for one model configuration (retraced per shapes / train / probe keys):
+    one compilation instead of one per primitive when called eagerly; inlined under an outer
+    jit. Note: jit returns dicts with sorted keys (use ``model.layer_kinds`` for the order)."""
+    return jax.jit(functools.partial(_apply, model), static_argnames="train")
 
 
 @functools.lru_cache(maxsize=256)
