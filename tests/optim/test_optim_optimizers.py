@@ -65,11 +65,11 @@ def test_lambda_zero_adds_noise_on_the_first_step_only(grads):
 def test_reseed_gives_each_seed_its_own_noise(grads):
     tx = pdx.optim.make_optimizer("noisy_sgd", 0.1, noise_sigma0=0.1, noise_decay=1.0)
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    states = jax.vmap(lambda k: pdx.optim.reseed_noise(tx.init(grads), k))(keys)
-    us, _ = jax.vmap(lambda s: tx.update(grads, s))(states)
+    states = jax.jit(jax.vmap(lambda k: pdx.optim.reseed_noise(tx.init(grads), k)))(keys)
+    us, _ = jax.jit(jax.vmap(lambda s: tx.update(grads, s)))(states)
     a = np.asarray(us["a"])
     assert not np.allclose(a[0], a[1]) and not np.allclose(a[1], a[2])
-    _, s1 = tx.update(grads, tx.init(grads))
+    _, s1 = jax.jit(tx.update)(grads, tx.init(grads))
     fresh = pdx.optim.reset_state(tx, grads, s1)
     noise = fresh[0]
     assert int(noise.count) == 0 and not np.array_equal(np.asarray(noise.key), np.asarray(s1[0].key))
