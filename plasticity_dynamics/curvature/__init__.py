@@ -1,1 +1,28 @@
-"""plasticity_dynamics.curvature"""
+"""Curvature of the loss around LoP manifolds, and escape from them.
+
+Hessian-vector products, Krylov eigensolvers inside jit, the Hessian restricted to a
+manifold's normal space with a stable / unstable / saddle / degenerate verdict (PAPER.md §1.6,
+Definition A.2), the linearised optimiser step on (params, optimiser state) and its normal
+spectral radius, escape experiments, and stochastic trace / spectral-density estimates.
+Manifolds are seen only through :class:`ManifoldLike` (``normal``, ``normal_dim``, ...).
+"""
+
+from ._density import SpectralDensity, TraceEstimate, hutchinson_trace, slq_density
+from ._escape import EscapeResult, escape, fit_growth_rate
+from ._hvp import batched_hvp, dense_hessian, gnvp, hvp
+from ._krylov import (ArnoldiResult, LanczosResult, arnoldi, arnoldi_ritz, lanczos,
+                      lanczos_ritz, lobpcg_lowest)
+from ._protocol import ManifoldLike
+from ._spectrum import Spectrum, classify, normal_hvp, normal_spectrum
+from ._update_map import GrowthFactor, UpdateMapJacobian, update_map_jacobian, update_map_radius
+
+__all__ = [
+    "hvp", "batched_hvp", "gnvp", "dense_hessian",
+    "lanczos", "lanczos_ritz", "LanczosResult", "arnoldi", "arnoldi_ritz", "ArnoldiResult",
+    "lobpcg_lowest",
+    "normal_spectrum", "normal_hvp", "Spectrum", "classify",
+    "update_map_jacobian", "UpdateMapJacobian", "update_map_radius", "GrowthFactor",
+    "escape", "EscapeResult", "fit_growth_rate",
+    "slq_density", "SpectralDensity", "hutchinson_trace", "TraceEstimate",
+    "ManifoldLike",
+]

@@ -1,0 +1,94 @@
+"""The manifold protocol curvature code is written against, and small shared helpers.
+
+Curvature never imports :mod:`plasticity_dynamics.manifolds`; it only needs an object that
+behaves like :class:`ManifoldLike`. Any object with these members works (structural typing),
+including the ``Manifold`` objects of ``pdx.manifolds`` and small hand-built ones in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+PyTree = Any
+
+
+@runtime_checkable
+class ManifoldLike(Protocol):
+    """An affine invariant manifold M seen through its projectors.
+
+    Members (all pure, jit-able, pytree in -> pytree out with the structure of ``params``):
+
+    - ``project(params)``: the point of M nearest to ``params`` (affine projection).
+    - ``tangent(v)``: orthogonal projector P_T onto the tangent space T_θM (linear in ``v``).
+    - ``normal(v)``: orthogonal projector P_N = I - P_T onto the normal space N_θM (linear).
+    - ``distance(params)``: scalar, ``||params - project(params)||``.
+    - ``leakage(grad)``: scalar, the size of the normal part of a gradient (0 on an LoP manifold).
+    - ``normal_dim``: int, the dimension of N_θM (the rank of ``normal``).
+    """
+
+    normal_dim: int
+
+    def project(self, params: PyTree) -> PyTree: ...
+
+    def tangent(self, v: PyTree) -> PyTree: ...
+
+    def normal(self, v: PyTree) -> PyTree: ...
+
+    def distance(self, params: PyTree) -> jax.Array: ...
+
+    def leakage(self, grad: PyTree) -> jax.Array: ...
+
+
+class _ById:
+    """Hash and compare an object by identity, so it can be a static jit argument.
+
+    Lets jit reuse a compiled kernel when the *same* loss function and manifold objects are
+    passed again (no retrace along a trajectory), whether or not they are hashable.
+    """
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+    def __eq__(self, other):
+        return isinstance(other, _ById) and other.obj is self.obj
+
+
+def flat_operator(fn: Callable[[PyTree], PyTree], params: PyTree):
+    """Turn a linear pytree map into a map on flat vectors of ``ravel_pytree(params)``.
+
+    Returns ``(matvec, unravel, n)`` where ``matvec: (n,) -> (n,)``.
+    """
+    flat, unravel = ravel_pytree(params)
+
+    def matvec(x):
+        return ravel_pytree(fn(unravel(x)))[0]
+
+    return matvec, unravel, flat.shape[0]
+
+
+def tree_unstack(flat_rows: jax.Array, unravel) -> PyTree:
+    """``(k, n)`` rows -> pytree whose leaves have a leading axis of size k."""
+    return jax.vmap(unravel)(flat_rows)
+
+
+def bind(loss: "_ById", args: tuple) -> Callable:
+    """``loss_fn(params, *args)`` as a function of params only (inside a kernel)."""
+    return lambda p: loss.obj(p, *args)
+
+
+def default_key(key):
+    """``None`` -> the fixed key 0 (results are reproducible), otherwise ``key``."""
+    return jax.random.PRNGKey(0) if key is None else key
+
+
+def float32_eps() -> float:
+    return float(jnp.finfo(jnp.float32).eps)
