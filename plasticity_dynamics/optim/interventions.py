@@ -44,7 +44,7 @@ import jax.numpy as jnp
 from ..errors import InputError, check_choice, check_positive, check_range
 from .cbp import cbp as _cbp
 from .optimizers import reset_state
-from .units import activations_2d, all_true, fresh_params, mask_opt_state, replace_units, unit_count, unit_layers
+from .units import activations_2d, all_true, fresh_params, mask_opt_state, replace_units, unit_layers
 
 INTERVENTIONS: dict[str, str] = {
     "none": "no intervention",

@@ -1,5 +1,7 @@
 """Permuted inputs / labels, random labels, teacher regression, and the stream registry."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,6 +91,9 @@ def test_registry(digits):
     assert s.batch_size == 8 and s.metric_batch(0)[0].shape == (20, 8, 8, 1)
     b = pdx.tasks.make_stream("bitflip", digits, batch_size=1, metric_batch_size=64, num_steps=1000)
     assert b.metric_batch(0)[0].shape == (64, 21)
+    for kind, opts in (("class_split", {"classes_per_task": 2}), ("permuted_inputs", {}), ("permuted_labels", {}),
+                       ("random_labels", {}), ("bitflip", {"num_steps": 100}), ("teacher", {})):
+        json.dumps(pdx.tasks.make_stream(kind, digits, **opts).describe())
     with pytest.raises(InputError, match="num_examples=99999"):
         pdx.tasks.make_stream("random_labels", digits, num_examples=99999)
     with pytest.raises(InputError, match="not a classification dataset"):
