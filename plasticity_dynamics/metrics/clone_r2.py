@@ -27,6 +27,8 @@ Reference: arXiv 2510.00304, App. B.1.2 (PAPER.md section 4, "Cloning R^2").
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,8 +70,12 @@ def _block_stats(h, p):
 def clone_r2(h, partition, *, adjusted: bool = True) -> jnp.ndarray:
     """Variance-ratio R^2 of the block-mean predictor (see module docstring). Scalar <= 1."""
     h = check_matrix("h", h)
+    return _clone_r2(h, _check_partition(partition, h.shape[1]), bool(adjusted))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _clone_r2(h, p, adjusted):
     d = h.shape[1]
-    p = _check_partition(partition, d)
     sums, counts = _block_stats(h, p)
     block_mean = sums / jnp.maximum(counts, 1.0)
     resid = h - block_mean[:, p]
@@ -90,8 +96,12 @@ def clone_r2_std_ratio(h, partition) -> jnp.ndarray:
     two or more units the result is 1.
     """
     h = check_matrix("h", h)
+    return _clone_r2_std_ratio(h, _check_partition(partition, h.shape[1]))
+
+
+@jax.jit
+def _clone_r2_std_ratio(h, p):
     d = h.shape[1]
-    p = _check_partition(partition, d)
     sums, counts = _block_stats(h, p)
     block_mean = sums / jnp.maximum(counts, 1.0)
     resid = h - block_mean[:, p]

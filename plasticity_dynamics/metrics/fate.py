@@ -14,8 +14,10 @@ States are the criteria of :mod:`.units` and :mod:`.similarity` with the paper's
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -35,6 +37,11 @@ class UnitStates(NamedTuple):
     cluster: jnp.ndarray
 
 
+_STATIC = ("activation", "dead_eps", "dead_frac", "dormant_tau", "sat_tau", "sat_frac", "frozen_eps",
+           "frozen_frac", "clone_threshold")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
 def unit_states(h, g=None, z=None, *, activation=None, dead_eps: float = 1e-7, dead_frac: float = 0.95,
                 dormant_tau: float = 0.025, sat_tau: float = 1e-4, sat_frac: float = 0.99,
                 frozen_eps: float = 0.01, frozen_frac: float = 0.99, clone_threshold: float = 0.95) -> UnitStates:

@@ -31,12 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InputError, check_choice
-from .clone_r2 import clone_r2, clone_r2_std_ratio
+from .clone_r2 import _check_partition, clone_r2, clone_r2_std_ratio
 from .layout import LAYER_KINDS, flatten_units
 from .names import MetricOptions, metric_name
-from .ranks import singular_values, spectrum_ranks
+from .ranks import singular_values, spectrum_ranks, stable_rank
 from .signals import accuracy, masked_accuracy, param_abs_mean, param_distance, param_norms
-from .similarity import clone_clusters, cosine_similarity
+from .similarity import clusters_from_adjacency, cosine_similarity
 from .units import (
     dead_units,
     dormant_units,
@@ -96,16 +96,15 @@ def _layer_metrics(h, g, z, hp, activation, o: MetricOptions, partition) -> dict
     for t in o.duplicate_thresholds:
         out[metric_name("duplicate_frac", t)] = _fraction(jnp.any((cos > t) & upper, axis=1))
         out[metric_name("duplicate_frac_pearson", t)] = _fraction(jnp.any((pear > t) & upper, axis=1))
-    cl = clone_clusters(h, o.cluster_threshold)
     c = o.cluster_threshold
+    cl = clusters_from_adjacency((cos > c) & ~jnp.eye(d, dtype=bool))  # = clone_clusters(h, c)
     out[metric_name("clone_cluster_frac", c)] = _fraction(cl.in_cluster)
     out[metric_name("clone_clusters", c)] = cl.num_clusters.astype(jnp.float32)
     out[metric_name("largest_clone_cluster", c)] = cl.largest.astype(jnp.float32)
     ranks = spectrum_ranks(singular_values(h, max_rows=o.max_rows, seed=o.rank_seed), o.rank_frac)
     out["effective_rank"] = ranks["effective_rank"]
     out["renyi2_rank"] = ranks["renyi2_rank"]
-    sc = singular_values(h, centred=True, max_rows=o.max_rows, seed=o.rank_seed)
-    out["stable_rank"] = spectrum_ranks(sc)["renyi2_rank"]
+    out["stable_rank"] = stable_rank(h, max_rows=o.max_rows, seed=o.rank_seed)
     out[metric_name("srank", o.rank_frac)] = ranks["srank"]
     out[metric_name("approx_rank", o.rank_frac)] = ranks["approximate_rank"]
     out["hard_rank"] = ranks["hard_rank"]
@@ -134,7 +133,7 @@ def metrics_from_arrays(activations, grads=None, preactivations=None, layer_kind
     for layer in partitions:
         if layer not in activations:
             raise InputError(f"partitions has layer {layer!r}; monitored layers are: {', '.join(sorted(activations))}")
-    result: dict = {}
+    groups: dict = {}
     for layer in sorted(activations):
         a = activations[layer]
         kind = _kind_of(layer, a, layer_kinds)
@@ -142,9 +141,24 @@ def metrics_from_arrays(activations, grads=None, preactivations=None, layer_kind
         hp = flatten_units(a, kind, pool=True)
         g = None if grads.get(layer) is None else flatten_units(grads[layer], kind, pool=o.pool)
         z = None if preactivations.get(layer) is None else flatten_units(preactivations[layer], kind, pool=o.pool)
-        for name, value in _layer_metrics(h, g, z, hp, activation, o, partitions.get(layer)).items():
-            result.setdefault(name, {})[layer] = jnp.asarray(value, jnp.float32)
-    return result
+        part = partitions.get(layer)
+        part = None if part is None else _check_partition(part, h.shape[1])
+        args = (h, g, z, hp, part)
+        signature = tuple(None if x is None else (x.shape, x.dtype) for x in args)
+        groups.setdefault(signature, []).append((layer, args))
+    result: dict = {}
+    for members in groups.values():
+        if len(members) == 1:
+            layer, (h, g, z, hp, part) = members[0]
+            per_layer = {layer: _layer_metrics(h, g, z, hp, activation, o, part)}
+        else:  # layers of one shape: compile the metrics once, loop over the stack
+            stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[args for _, args in members])
+            out = jax.lax.map(lambda t: _layer_metrics(*t[:4], activation, o, t[4]), stacked)
+            per_layer = {layer: {k: v[i] for k, v in out.items()} for i, (layer, _) in enumerate(members)}
+        for layer, values in per_layer.items():
+            for name, value in values.items():
+                result.setdefault(name, {})[layer] = jnp.asarray(value, jnp.float32)
+    return {name: dict(sorted(per.items())) for name, per in result.items()}
 
 
 def _loss(kind, logits, y, mask):

@@ -1,13 +1,15 @@
 """Rank metrics of a layer's (samples, units) activation matrix.
 
 All come from the singular values sigma of ``h`` (rows subsampled to at most ``max_rows`` with a
-seeded permutation), obtained robustly as square roots of the eigenvalues of the smaller Gram
-matrix (``eigh`` of h^T h or h h^T at HIGHEST matmul precision) instead of an SVD, which can fail
-to converge on GPUs. ``h`` is scaled by max|h| first (no overflow), and eigenvalues below
-max(n, d) * eps * lambda_max (eps of the dtype) are set to zero: that is the resolution of the
-Gram route, so singular values below sqrt(max(n, d) * eps) * sigma_max (about 4e-3 sigma_max for
-float32 and 1024 rows) are treated as zero. Cost: O(n d min(n, d)) for the Gram matrix plus
-O(min(n, d)^3) for ``eigh``.
+seeded permutation), obtained without an SVD (which can fail to converge on GPUs): ``eigh`` of
+the smaller Gram matrix (h^T h or h h^T, at HIGHEST matmul precision) gives the singular vectors,
+and sigma_i = ||h v_i|| is read off the data. Eigenvector errors of order eps then perturb
+sigma_i by about eps * sigma_max (the square roots of Gram eigenvalues would be off by
+sqrt(eps) * sigma_max, which skews entropy ranks of layers with one dominant direction, such as
+uncentred ReLU layers). ``h`` is scaled by max|h| first (no overflow), and singular values below
+max(n, d) * eps * sigma_max (eps of the dtype; numpy.linalg.matrix_rank's default) are set to
+zero. Cost: O(n d min(n, d)) for the Gram matrix and the projection plus O(min(n, d)^3) for
+``eigh``.
 
 | function | definition | centred | source |
 |---|---|---|---|
@@ -23,6 +25,8 @@ a constant matrix gives rank 1 uncentred and stable rank 0 (centred it is zero).
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +54,12 @@ def singular_values(h, *, centred: bool = False, max_rows: int = 1024, seed: int
     """
     check_positive("max_rows", max_rows, integer=True)
     check_positive("seed", seed, integer=True, allow_zero=True)
-    h = _subsample(check_matrix("h", h), max_rows, seed)
+    return _singular_values(check_matrix("h", h), bool(centred), max_rows, seed)
+
+
+def _prepare(h, centred, max_rows, seed):
+    """Subsample rows, optionally centre columns, scale by max|h|: (scaled h, scale)."""
+    h = _subsample(h, max_rows, seed)
     if centred:
         # a constant column centres to rounding noise of the mean (~log2(n) eps |c|): zero it
         hc = h - jnp.mean(h, axis=0, keepdims=True)
@@ -58,15 +67,36 @@ def singular_values(h, *, centred: bool = False, max_rows: int = 1024, seed: int
         h = jnp.where(jnp.max(jnp.abs(hc), axis=0, keepdims=True) > noise, hc, 0.0)
     scale = jnp.max(jnp.abs(h))
     scale = jnp.where(scale > 0, scale, 1.0)
-    hs = h / scale
+    return h / scale, scale
+
+
+def _small_gram(hs):
     n, d = hs.shape
-    gram = jnp.matmul(hs.T, hs, precision=_HIGHEST) if n >= d else jnp.matmul(hs, hs.T, precision=_HIGHEST)
-    lam = jnp.linalg.eigvalsh(gram)[::-1]
-    tol = max(n, d) * jnp.finfo(hs.dtype).eps * jnp.maximum(lam[0], 0.0)
-    lam = jnp.where(lam > tol, lam, 0.0)
-    return jnp.sqrt(lam) * scale
+    return jnp.matmul(hs.T, hs, precision=_HIGHEST) if n >= d else jnp.matmul(hs, hs.T, precision=_HIGHEST)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _singular_values(h, centred, max_rows, seed):
+    hs, scale = _prepare(h, centred, max_rows, seed)
+    n, d = hs.shape
+    _, vecs = jnp.linalg.eigh(_small_gram(hs))
+    # sigma_i = ||H v_i|| (or ||H^T u_i|| for a wide matrix), read off the data
+    proj = jnp.matmul(hs, vecs, precision=_HIGHEST) if n >= d else jnp.matmul(hs.T, vecs, precision=_HIGHEST)
+    sig = jnp.sort(jnp.sqrt(jnp.sum(proj * proj, axis=0)))[::-1]
+    tol = max(n, d) * jnp.finfo(hs.dtype).eps * sig[0]
+    return jnp.where(sig > tol, sig, 0.0) * scale
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _gram_participation(h, centred, max_rows, seed):
+    """(tr M)^2 / ||M||_F^2 for M the Gram matrix (sum sigma^2)^2 / sum sigma^4, without eigh."""
+    hs, _ = _prepare(h, centred, max_rows, seed)
+    gram = _small_gram(hs)
+    den = jnp.sum(gram * gram)
+    return jnp.where(den > 0, jnp.trace(gram) ** 2 / jnp.where(den > 0, den, 1.0), 0.0)
+
+
+@jax.jit
 def _entropy_rank(s):
     total = jnp.sum(s)
     p = s / jnp.where(total > 0, total, 1.0)
@@ -74,12 +104,14 @@ def _entropy_rank(s):
     return jnp.where(total > 0, jnp.exp(ent), 0.0)
 
 
+@jax.jit
 def _participation(s):
     lam = (s / jnp.where(s[0] > 0, s[0], 1.0)) ** 2  # scale-free, no overflow
     den = jnp.sum(lam * lam)
     return jnp.where(den > 0, jnp.sum(lam) ** 2 / jnp.where(den > 0, den, 1.0), 0.0)
 
 
+@jax.jit
 def _mass_rank(w, frac):
     total = jnp.sum(w)
     cum = jnp.cumsum(w)
@@ -112,8 +144,11 @@ def renyi2_rank(h, *, max_rows: int = 1024, seed: int = 0) -> jnp.ndarray:
 
 
 def stable_rank(h, *, max_rows: int = 1024, seed: int = 0) -> jnp.ndarray:
-    """The paper's stable rank ||H~||_F^4 / tr((H~^T H~)^2) of the column-centred H~."""
-    return _participation(singular_values(h, centred=True, max_rows=max_rows, seed=seed))
+    """The paper's stable rank ||H~||_F^4 / tr((H~^T H~)^2) of the column-centred H~ (from the
+    Gram matrix directly: no eigendecomposition)."""
+    check_positive("max_rows", max_rows, integer=True)
+    check_positive("seed", seed, integer=True, allow_zero=True)
+    return _gram_participation(check_matrix("h", h), True, max_rows, seed)
 
 
 def srank(h, frac: float = 0.99, *, max_rows: int = 1024, seed: int = 0) -> jnp.ndarray:

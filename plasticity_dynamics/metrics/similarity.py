@@ -15,6 +15,7 @@ Reference: arXiv 2510.00304, App. B.1.2 (PAPER.md section 4, "Duplicate fraction
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -33,7 +34,11 @@ def cosine_similarity(h, *, centred: bool = False) -> jnp.ndarray:
     ``centred=True`` subtracts column means first (Pearson correlation). Zero columns give
     zero rows/columns (their diagonal entry is 0 too).
     """
-    h = check_matrix("h", h)
+    return _cosine(check_matrix("h", h), bool(centred))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _cosine(h, centred):
     if centred:
         h = h - jnp.mean(h, axis=0, keepdims=True)
     norm = jnp.sqrt(jnp.sum(h * h, axis=0))
@@ -65,6 +70,7 @@ def duplicate_fraction_pearson(h, threshold: float = 0.95) -> jnp.ndarray:
     return jnp.mean(duplicate_units(h, threshold, centred=True))
 
 
+@jax.jit
 def connected_components(adjacency) -> jnp.ndarray:
     """Component labels (n,) of an undirected graph given a boolean (n, n) adjacency matrix.
 
@@ -112,6 +118,7 @@ class CloneClusters(NamedTuple):
     largest: jnp.ndarray
 
 
+@jax.jit
 def clusters_from_adjacency(adjacency) -> CloneClusters:
     """:class:`CloneClusters` of the graph with the given boolean (units, units) adjacency."""
     labels = connected_components(adjacency)

@@ -43,13 +43,19 @@ def weight_symmetry_clusters(incoming, outgoing=None, *, rtol: float = 1e-5, ato
     incoming = jnp.asarray(incoming, jnp.float32)
     if incoming.ndim != 2:
         raise InputError(f"incoming has shape {tuple(incoming.shape)}; expected (units, features)")
-    adj = _chebyshev_close(incoming, atol + rtol * jnp.max(jnp.abs(incoming), initial=0.0))
     if outgoing is not None:
         outgoing = jnp.asarray(outgoing, jnp.float32)
         if outgoing.ndim != 2 or outgoing.shape[0] != incoming.shape[0]:
             raise InputError(
                 f"outgoing has shape {tuple(outgoing.shape)}; expected ({incoming.shape[0]}, features)"
             )
+    return _symmetry_clusters(incoming, outgoing, rtol, atol)
+
+
+@jax.jit
+def _symmetry_clusters(incoming, outgoing, rtol, atol):
+    adj = _chebyshev_close(incoming, atol + rtol * jnp.max(jnp.abs(incoming), initial=0.0))
+    if outgoing is not None:
         adj = adj & _chebyshev_close(outgoing, atol + rtol * jnp.max(jnp.abs(outgoing), initial=0.0))
     return clusters_from_adjacency(adj)
 

@@ -1,0 +1,111 @@
+"""Rank metrics on matrices with known spectra (U diag(s) V^T) and against NumPy SVD."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import plasticity_dynamics as pdx
+
+m = pdx.metrics
+
+
+def _with_spectrum(rng, n, d, s):
+    u, _ = np.linalg.qr(rng.normal(size=(n, len(s))))
+    v, _ = np.linalg.qr(rng.normal(size=(d, len(s))))
+    return (u * np.asarray(s)) @ v.T
+
+
+def _np_ranks(h, frac=0.99, centred=False):
+    h = np.asarray(h, np.float64)
+    if centred:
+        h = h - h.mean(0)
+    s = np.linalg.svd(h, compute_uv=False)
+    s = s[s > 1e-6 * s.max()] if s.max() > 0 else s[:0]
+    p = s / s.sum()
+    lam = s**2
+    return {
+        "effective_rank": np.exp(-np.sum(p * np.log(p))),
+        "participation": lam.sum() ** 2 / np.sum(lam**2),
+        "srank": int(np.searchsorted(np.cumsum(s) / s.sum(), frac) + 1),
+        "approx": int(np.searchsorted(np.cumsum(lam) / lam.sum(), frac) + 1),
+        "hard": len(s),
+    }
+
+
+def test_known_spectrum_closed_forms():
+    rng = np.random.default_rng(0)
+    s = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.5])
+    h = _with_spectrum(rng, 200, 30, s).astype(np.float32)
+    p = s / s.sum()
+    assert float(m.effective_rank(h)) == pytest.approx(np.exp(-np.sum(p * np.log(p))), rel=1e-4)
+    assert float(m.renyi2_rank(h)) == pytest.approx(np.sum(s**2) ** 2 / np.sum(s**4), rel=1e-4)
+    assert int(m.hard_rank(h)) == 6
+    # srank at 0.9: cumulative sigma mass 5/15.5, 9/15.5, 12/15.5, 14/15.5=0.903 -> k = 4
+    assert int(m.srank(h, 0.9)) == 4
+    # approximate rank at 0.9 on sigma^2: 25, 41, 50, 54, 55, 55.25 of 55.25 -> 50/55.25=0.905 -> k = 3
+    assert int(m.approximate_rank(h, 0.9)) == 3
+    np.testing.assert_allclose(np.asarray(m.singular_values(h))[:7], np.r_[s, 0.0], rtol=1e-4, atol=1e-5)
+
+
+def test_equal_spectrum_gives_exact_rank():
+    rng = np.random.default_rng(1)
+    h = _with_spectrum(rng, 50, 120, np.ones(7)).astype(np.float32)  # wide: Gram of the rows
+    for f in (m.effective_rank, m.renyi2_rank):
+        assert float(f(h)) == pytest.approx(7.0, rel=1e-4)
+    assert int(m.srank(h)) == 7 and int(m.approximate_rank(h)) == 7 and int(m.hard_rank(h)) == 7
+
+
+def test_stable_rank_is_centred():
+    rng = np.random.default_rng(2)
+    h = _with_spectrum(rng, 300, 20, [3.0, 2.0, 1.0]) + 50.0  # a huge mean direction
+    h = h.astype(np.float32)
+    want = _np_ranks(h, centred=True)["participation"]
+    assert float(m.stable_rank(h)) == pytest.approx(want, rel=1e-3)
+    assert float(m.renyi2_rank(h)) < 1.01  # uncentred: dominated by the mean
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_match_numpy_svd_on_random_matrices(seed):
+    rng = np.random.default_rng(seed)
+    n, d = (300, 40) if seed != 1 else (25, 60)
+    h = (rng.normal(size=(n, 8)) @ rng.normal(size=(8, d)) + 0.3 * rng.normal(size=(n, d))).astype(np.float32)
+    h = np.maximum(h, 0)  # a ReLU-like layer
+    want = _np_ranks(h)
+    assert float(m.effective_rank(h)) == pytest.approx(want["effective_rank"], rel=1e-3)
+    assert float(m.renyi2_rank(h)) == pytest.approx(want["participation"], rel=1e-3)
+    assert float(m.stable_rank(h)) == pytest.approx(_np_ranks(h, centred=True)["participation"], rel=1e-3)
+    assert abs(int(m.srank(h)) - want["srank"]) <= 1  # a threshold on a cumulative sum
+    assert abs(int(m.approximate_rank(h)) - want["approx"]) <= 1
+    assert int(m.hard_rank(h)) == want["hard"]
+
+
+def test_subsampling_is_seeded_and_bounded():
+    rng = np.random.default_rng(3)
+    h = _with_spectrum(rng, 3000, 16, np.linspace(1, 4, 16)).astype(np.float32)
+    a = float(m.effective_rank(h, max_rows=1024, seed=5))
+    assert a == float(m.effective_rank(h, max_rows=1024, seed=5))
+    assert a != float(m.effective_rank(h, max_rows=1024, seed=6))
+    assert a == pytest.approx(_np_ranks(h)["effective_rank"], rel=0.02)
+    assert np.asarray(m.singular_values(h, max_rows=100)).shape == (16,)
+    assert np.asarray(m.singular_values(h[:, :4].T.copy(), max_rows=3)).shape == (3,)
+
+
+def test_degenerate_layers_give_defined_values():
+    zeros, ones = jnp.zeros((40, 8)), jnp.full((40, 8), 0.1)
+    for f in (m.effective_rank, m.renyi2_rank, m.stable_rank, m.srank, m.approximate_rank, m.hard_rank):
+        assert float(f(zeros)) == 0.0
+        assert np.isfinite(float(f(ones)))
+    assert float(m.effective_rank(ones)) == pytest.approx(1.0)
+    assert int(m.hard_rank(ones)) == 1 and int(m.srank(ones)) == 1
+    assert float(m.stable_rank(ones)) == 0.0  # centred constant = zero matrix
+    big = jnp.full((40, 8), 1e30).at[0, 0].set(2e30)  # no overflow in the Gram matrix
+    assert np.isfinite(float(m.effective_rank(big))) and float(m.effective_rank(big)) >= 1.0
+
+
+def test_vmap_over_seeds():
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    hs = jax.vmap(lambda k: jax.random.normal(k, (64, 5)) @ jnp.diag(jnp.array([1.0, 1, 1, 0, 0])))(keys)
+    np.testing.assert_array_equal(np.asarray(jax.jit(jax.vmap(m.hard_rank))(hs)), [3, 3, 3])
+    er = np.asarray(jax.vmap(m.effective_rank)(hs))
+    np.testing.assert_allclose(er, [float(m.effective_rank(h)) for h in hs], rtol=1e-5)
