@@ -1,0 +1,269 @@
+"""Find LoP manifolds in any checkpoint: frozen units (M_F) and clone clusters (M_D).
+
+``detect(model, variables, x)`` runs the network once on a batch (eval mode) and
+
+- flags a unit of a monitored layer with an activation as **frozen** when |f'(z)| <= eps on
+  at least ``frac`` of the samples (pre-activations z, f' = ``pdx.models.activation_derivative``;
+  conv maps and token sequences count every position as a sample), and as **dead** when
+  moreover |h| <= dead_eps on those samples (a dead ReLU: outgoing weights frozen too);
+- finds **clone clusters** per unit group (see :mod:`.partition`): from activations (units u, v
+  linked when, in every monitored layer of the group, their similarity exceeds ``threshold``
+  and their norms agree to the same ratio; cosine, or Pearson correlation) and/or from weight
+  symmetry (every parameter slice of u equals that of v within ``weight_rtol`` of the leaf's
+  scale: incoming kernels, biases, norm parameters and statistics, outgoing kernels). Clusters
+  are connected components of the links. Groups that no monitored layer covers (resnet
+  ``.../inner``, vit ``block_i/attn``) always use weight symmetry. Frozen units are never put
+  in a clone cluster (they are constant, not clones).
+
+It returns a :class:`Detection` with a frozen :class:`~.manifold.Manifold` (through the
+current params) and a cloned Manifold (partition of the clusters, through the nearest point of
+M_RE cap M_CE, so ``cloned.distance(params)`` measures how far the checkpoint is from exact
+cloning), plus the evidence: per frozen unit the fraction of samples frozen and dead, per
+group the within-block parameter spread, the clone R^2 of each monitored layer, and the row /
+column equitability residuals. ``Detection.summary()`` is JSON-serialisable.
+Cost: one forward pass, O(samples * units^2) similarities per layer, O(units * features)
+random projections plus O(units^2 * 64) comparisons for weight symmetry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..errors import InputError, check_choice, check_range
+from .equitable import equitable_projection, equitable_residuals
+from .manifold import Manifold, axis_op, block_mean, cloned, frozen
+from .partition import Partition, collection_paths, unit_partition
+
+EVIDENCE = ("activations", "weights", "both")
+SIMILARITIES = ("cosine", "pearson")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Detection:
+    """Result of :func:`detect`.
+
+    partition: the clone partition found; frozen, cloned: the two manifolds (either may be
+    empty: normal_dim 0); frozen_units, dead_units: layer -> sorted unit indices;
+    evidence: JSON-like dict (see :meth:`summary`).
+    """
+
+    partition: Partition
+    frozen: Manifold
+    cloned: Manifold
+    frozen_units: dict
+    dead_units: dict
+    evidence: dict
+
+    @property
+    def empty(self) -> bool:
+        """True when neither frozen units nor clone clusters were found."""
+        return self.frozen.normal_dim == 0 and self.cloned.normal_dim == 0
+
+    def summary(self) -> dict:
+        """JSON-serialisable summary: frozen units with case and fractions, clone clusters
+        with R^2 and parameter spread, normal dimensions, residuals, settings."""
+        return _jsonable(self.evidence)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.ndarray, jax.Array)):
+        return _jsonable(np.asarray(x).tolist())
+    if isinstance(x, (np.floating, float)):
+        return float(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.bool_,)):
+        return bool(x)
+    return x
+
+
+def _components(adj: np.ndarray) -> np.ndarray:
+    """Connected-component labels (smallest member index) of a boolean adjacency matrix."""
+    n = adj.shape[0]
+    parent = np.arange(n)
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(*np.nonzero(np.triu(adj | adj.T, 1))):
+        a, b = find(i), find(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return np.array([find(i) for i in range(n)])
+
+
+def _activation_links(h: np.ndarray, similarity: str, threshold: float) -> np.ndarray:
+    """(units, units) links: similarity > threshold and norm ratio > threshold."""
+    h = h.astype(np.float64)
+    if similarity == "pearson":
+        h = h - h.mean(axis=0, keepdims=True)
+    norm = np.sqrt((h * h).sum(axis=0))
+    safe = np.where(norm > 0, norm, 1.0)
+    sim = (h / safe).T @ (h / safe)
+    ratio = np.minimum.outer(norm, norm) / np.maximum(np.maximum.outer(norm, norm), 1e-300)
+    return (sim > threshold) & (ratio > threshold) & (norm[:, None] > 0) & (norm[None, :] > 0)
+
+
+def _unit_rows(partition, group, variables):
+    """[(units, features) matrix per leaf touching ``group``], each scaled to max |.| = 1."""
+    u = partition.units(group)
+    rows = []
+    for path, x in collection_paths(variables):
+        for spec in partition.specs(path):
+            if spec.group != group:
+                continue
+            x = np.asarray(x, np.float64)
+            xm = np.moveaxis(x, spec.axis, 0)
+            xm = xm.reshape((xm.shape[0] // u, u, -1)).transpose(1, 0, 2).reshape(u, -1)
+            scale = np.abs(xm).max()
+            rows.append(xm / scale if scale > 0 else xm)
+    return rows
+
+
+def _weight_links(partition, group, variables, rtol, seed=0) -> np.ndarray:
+    rows = _unit_rows(partition, group, variables)
+    u = partition.units(group)
+    adj = np.ones((u, u), bool)
+    rng = np.random.default_rng(seed)
+    for f in rows:  # random projections of each leaf's slices (exact clones project equally)
+        p = f @ rng.standard_normal((f.shape[1], 16)) / np.sqrt(f.shape[1])
+        tol = rtol * max(np.abs(p).max(), 1e-300)
+        adj &= np.abs(p[:, None, :] - p[None, :, :]).max(axis=2) <= tol
+    return adj
+
+
+def _group_spread(partition, group, params) -> float:
+    """||x - block_mean_g(x)|| / ||x|| over the params leaves touching ``group``."""
+    num = den = 0.0
+    for path, x in collection_paths(params):
+        for spec in partition.specs(path):
+            if spec.group != group:
+                continue
+            op = axis_op(*partition.axis_ids(spec, np.shape(x)[spec.axis]))
+            d = jnp.asarray(x) - block_mean(jnp.asarray(x), spec.axis, op)
+            num += float(jnp.sum(d * d))
+            den += float(jnp.sum(jnp.square(jnp.asarray(x))))
+    return float(np.sqrt(num / den)) if den > 0 else 0.0
+
+
+def _clone_r2(h, ids) -> float:
+    try:
+        from ..metrics import clone_r2
+    except ImportError:  # pragma: no cover - metrics are part of the package
+        clone_r2 = None
+    if clone_r2 is not None:
+        return float(clone_r2(h, ids))
+    k = int(ids.max()) + 1  # pragma: no cover
+    means = np.stack([h[:, ids == b].mean(axis=1) for b in range(k)], axis=1)  # pragma: no cover
+    res = ((h - means[:, ids]) ** 2).sum()  # pragma: no cover
+    tot = ((h - h.mean(axis=1, keepdims=True)) ** 2).sum()  # pragma: no cover
+    return float(1 - res / tot) if tot > 0 else 1.0  # pragma: no cover
+
+
+def detect(model, variables, batch, *, eps: float = 1e-6, frac: float = 1.0,
+           dead_eps: float = 0.0, clones: str = "activations", similarity: str = "cosine",
+           threshold: float = 0.9999, weight_rtol: float = 1e-5) -> Detection:
+    """Detect frozen units and clone clusters in a checkpoint (see module docstring).
+
+    model, variables: a ``pdx.models.Model`` and its variables; batch: inputs x, or (x, y), or
+    a dict with "x". eps, frac: frozen when |f'(z)| <= eps on >= frac of the samples (default:
+    exactly zero derivative... up to 1e-6, on every sample, as Theorem 2.1 requires);
+    dead_eps: dead when moreover |h| <= dead_eps on those samples. clones: "activations",
+    "weights" or "both" (links must hold in both); similarity: "cosine" or "pearson";
+    threshold: similarity (and norm ratio) threshold; weight_rtol: weight-symmetry tolerance
+    relative to each leaf's largest entry. Raises InputError on bad options.
+    """
+    check_choice("clones", clones, EVIDENCE)
+    check_choice("similarity", similarity, SIMILARITIES)
+    check_range("threshold", threshold, -1.0, 1.0, high_inclusive=True)
+    check_range("frac", frac, 0.0, 1.0, high_inclusive=True)
+    for name, v in (("eps", eps), ("dead_eps", dead_eps), ("weight_rtol", weight_rtol)):
+        if not isinstance(v, (int, float)) or v < 0:
+            raise InputError(f"{name}={v!r} must be a number >= 0")
+    from ..models import activation_derivative  # models sit below manifolds
+
+    x = batch.get("x") if isinstance(batch, dict) else (batch[0] if isinstance(batch, tuple)
+                                                          else batch)
+    out = model.apply(variables, x, train=False)
+    part = unit_partition(model, variables)
+    params = variables["params"]
+    deriv = activation_derivative(model.activation)
+    flat = {k: np.asarray(a, np.float64).reshape(-1, np.shape(a)[-1])
+            for k, a in out.activations.items()}
+
+    frozen_units, dead_units, ev_frozen = {}, {}, {}
+    for layer in model.layer_kinds:
+        lu = part.layers.get(layer)
+        if lu is None or not lu.activation or layer not in out.preactivations:
+            continue
+        z = jnp.asarray(out.preactivations[layer]).reshape(-1, flat[layer].shape[1])
+        f_frac = np.asarray(jnp.mean(jnp.abs(deriv(z)) <= eps, axis=0))
+        d_frac = np.mean((np.abs(flat[layer]) <= dead_eps) & (np.abs(np.asarray(deriv(z))) <= eps),
+                         axis=0)
+        fz = np.flatnonzero(f_frac >= frac)
+        if fz.size:
+            dz = fz[d_frac[fz] >= frac]
+            frozen_units[layer], dead_units[layer] = fz, dz
+            ev_frozen[layer] = [{"unit": int(u), "case": "dead" if u in dz else "saturated",
+                                 "frozen_fraction": float(f_frac[u]),
+                                 "dead_fraction": float(d_frac[u])} for u in fz]
+
+    monitored = {}
+    for layer in model.layer_kinds:
+        if layer in part.layers:
+            monitored.setdefault(part.layers[layer].group, []).append(layer)
+    blocks, ev_clones = {}, {}
+    for g in part.groups:
+        layers = monitored.get(g, [])
+        use_act = bool(layers) and clones in ("activations", "both")
+        use_w = not layers or clones in ("weights", "both")
+        adj = np.ones((part.units(g),) * 2, bool)
+        if use_act:
+            for layer in layers:
+                adj &= _activation_links(flat[layer], similarity, threshold)
+        if use_w:
+            adj &= _weight_links(part, g, variables, weight_rtol)
+        for layer in layers:  # frozen units are constant, not clones
+            if layer in frozen_units:
+                adj[frozen_units[layer], :] = adj[:, frozen_units[layer]] = False
+        labels = _components(adj)
+        blocks[g] = labels
+        if np.unique(labels).size < labels.size:
+            ev_clones[g] = {"evidence": "+".join(n for n, on in (("activations", use_act),
+                                                                 ("weights", use_w)) if on)}
+    partition = part.with_blocks(blocks)
+    for g, ev in ev_clones.items():
+        ids = partition.groups[g]
+        ev["clusters"] = [b.tolist() for b in partition.blocks(g) if b.size > 1]
+        ev["spread"] = _group_spread(partition, g, params)
+        ev["r2"] = {layer: _clone_r2(flat[layer], ids) for layer in monitored.get(g, [])}
+    reference = equitable_projection(partition, params)
+    clo = cloned(partition, reference)
+    fro = frozen(frozen_units, params, part, dead=dead_units)
+    res = equitable_residuals(partition, params)
+    norm = max(float(res["norm"]), 1e-300)
+    evidence = {
+        "frozen": ev_frozen, "clones": ev_clones,
+        "frozen_normal_dim": fro.normal_dim, "cloned_normal_dim": clo.normal_dim,
+        "cloned_relative_distance": float(clo.distance(params)) / norm,
+        "equitable_residual": {"row": float(res["row"]) / norm,
+                               "column": float(res["column"]) / norm},
+        "settings": {"eps": eps, "frac": frac, "dead_eps": dead_eps, "clones": clones,
+                     "similarity": similarity, "threshold": threshold,
+                     "weight_rtol": weight_rtol, "samples": int(np.shape(x)[0])},
+    }
+    return Detection(partition, fro, clo, frozen_units, dead_units, _jsonable(evidence))
+
+
+__all__ = ["Detection", "detect", "EVIDENCE", "SIMILARITIES"]

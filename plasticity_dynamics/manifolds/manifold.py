@@ -1,0 +1,331 @@
+"""``Manifold``: an affine LoP manifold seen through its orthogonal projectors, on pytrees.
+
+Two kinds (PAPER.md 1.3, 1.4):
+
+- **cloned** (:func:`cloned`): the leaf M_D(w) = w + M_BC of the duplicate-manifold family for
+  a unit :class:`~.partition.Partition`. The tangent space M_BC is the set of parameter trees
+  that are constant on every inter-block cell (for each leaf: every combination of non-unit
+  indices, e.g. kernel taps, and one block per unit axis). Its orthogonal projector P_T
+  replaces each cell by its mean (block averaging, applied axis by axis; the averaging
+  operators of different axes commute, so the product is the projector onto the tensor
+  product); the normal projector is P_N = I - P_T. dim T = number of cells.
+- **frozen** (:func:`frozen`): M_F = {theta : the frozen coordinates equal the reference}. The
+  normal space is spanned by the frozen coordinates (incoming weights, bias and pre-activation
+  norm parameters of each frozen unit; for a dead unit, h = 0, also its outgoing weights):
+  P_N = mask, P_T = 1 - mask.
+
+Every method is pure, jit-able and usable inside ``lax`` loops; ``Manifold`` is a registered
+pytree (arrays are children, layout metadata is static), so it can also be passed *into*
+``jax.jit``. Pytrees given to the methods must have the structure of the reference tree
+(a params tree, or a variables dict if the manifold was built from one).
+Cost: O(number of parameters) per projection (segment sums). Reference: arXiv 2510.00304,
+Theorem 2.1, Appendix A.3 (PAPER.md 1.3-1.4).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..errors import InputError
+from .partition import Partition, collection_paths, unit_partition
+
+
+class _Static:
+    """Hashable wrapper of JSON-like metadata (compared through its JSON text)."""
+
+    __slots__ = ("value", "_key")
+
+    def __init__(self, value):
+        self.value = value
+        self._key = json.dumps(value, sort_keys=True, default=str)
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Static) and other._key == self._key
+
+
+class AxisOp(NamedTuple):
+    """Precomputed block structure of one unit axis of length n with K segments.
+
+    gather: (K * smax,) int32, the members of each segment padded with n (out of range, read as
+    0); ids: (n,) int32 segment of each index; counts: (K,) float32 segment sizes. Built by
+    :func:`axis_op`; a pytree of arrays (static sizes come from the array shapes).
+    """
+
+    gather: jax.Array
+    ids: jax.Array
+    counts: jax.Array
+
+
+def axis_op(ids, num_segments: int) -> AxisOp:
+    """:class:`AxisOp` for segment ids (n,) in [0, num_segments) (host-side NumPy)."""
+    ids = np.asarray(ids, np.int64)
+    n = ids.size
+    counts = np.bincount(ids, minlength=num_segments)
+    smax = int(counts.max()) if n else 1
+    order = np.argsort(ids, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    gather = np.full((num_segments, smax), n, np.int64)
+    rank = np.arange(n) - starts[ids[order]]
+    gather[ids[order], rank] = order
+    return AxisOp(jnp.asarray(gather.reshape(-1), jnp.int32), jnp.asarray(ids, jnp.int32),
+                  jnp.asarray(counts, jnp.float32))
+
+
+def block_sum(x, axis: int, op: AxisOp):
+    """Sum ``x`` over the members of each segment along ``axis``: that axis becomes length K.
+    Gathers only (no scatter), O(x.size * smax / mean block size)."""
+    k = op.counts.shape[0]
+    xm = jnp.moveaxis(x, axis, 0)
+    g = jnp.take(xm, op.gather, axis=0, mode="fill", fill_value=0)
+    s = g.reshape((k, op.gather.shape[0] // max(k, 1)) + xm.shape[1:]).sum(axis=1)
+    return jnp.moveaxis(s, 0, axis)
+
+
+def block_mean(x, axis: int, op: AxisOp):
+    """Replace every entry of ``x`` by the mean of its segment along ``axis``. Cost O(x.size)."""
+    s = jnp.moveaxis(block_sum(x, axis, op), axis, 0)
+    s = s / op.counts.reshape((-1,) + (1,) * (s.ndim - 1)).astype(s.dtype)
+    return jnp.moveaxis(jnp.take(s, op.ids, axis=0), 0, axis)
+
+
+def tree_norm(tree):
+    """Euclidean norm of all leaves of a pytree together (float32 accumulation)."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    if not leaves:
+        return jnp.float32(0.0)
+    return jnp.sqrt(sum(jnp.sum(jnp.square(jnp.asarray(x, jnp.float32))) for x in leaves))
+
+
+@jax.tree_util.register_pytree_node_class
+class Manifold:
+    """Affine LoP manifold M = reference + T (see module docstring). Build with :func:`cloned`
+    or :func:`frozen`; use ``project``, ``tangent``, ``normal``, ``distance``,
+    ``relative_distance``, ``leakage``, ``normal_dim``, ``dim``, ``size``, ``info``."""
+
+    def __init__(self, kind, treedef, axes, normal_dim, info, reference, ops, masks):
+        self.kind = kind
+        self._treedef = treedef
+        self._axes = axes  # per leaf: tuple of unit-axis indices
+        self.normal_dim = normal_dim
+        self._info = info if isinstance(info, _Static) else _Static(info)
+        self._reference = reference
+        self._ops = ops  # per leaf: tuple of AxisOp
+        self._masks = masks
+
+    # --- pytree protocol
+    def tree_flatten(self):
+        children = (self._reference, self._ops, self._masks)
+        aux = (self.kind, self._treedef, self._axes, self.normal_dim, self._info)
+        return children, aux
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*aux, *children)
+
+    # --- metadata
+    @property
+    def info(self) -> dict:
+        """JSON-serialisable description (kind, groups or frozen units with their case)."""
+        return self._info.value
+
+    @property
+    def size(self) -> int:
+        """Number of coordinates of the ambient space."""
+        return int(sum(int(np.prod(np.shape(x))) for x in self._reference))
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the manifold (of its tangent space)."""
+        return self.size - self.normal_dim
+
+    @property
+    def reference(self):
+        """The reference point (a point of M) as a pytree."""
+        return jax.tree_util.tree_unflatten(self._treedef, list(self._reference))
+
+    def __repr__(self):
+        return (f"Manifold({self.kind}, dim={self.dim}, normal_dim={self.normal_dim}, "
+                f"size={self.size})")
+
+    # --- projectors
+    def _leaves(self, tree, what):
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        if treedef != self._treedef:
+            raise InputError(f"{what} has tree structure {treedef}; expected the structure of "
+                             f"the manifold's reference ({self._treedef})")
+        return leaves
+
+    def _tangent_leaves(self, leaves):
+        out = []
+        for x, axes, ops, mask in zip(leaves, self._axes, self._ops, self._masks):
+            y = jnp.asarray(x)
+            for axis, op in zip(axes, ops):
+                y = block_mean(y, axis, op)
+            if mask is not None:
+                y = jnp.where(mask, jnp.zeros_like(y), y)
+            out.append(y)
+        return out
+
+    def tangent(self, v):
+        """P_T v: orthogonal projection of the pytree ``v`` onto the tangent space."""
+        return jax.tree_util.tree_unflatten(self._treedef,
+                                            self._tangent_leaves(self._leaves(v, "v")))
+
+    def normal(self, v):
+        """P_N v = v - P_T v: orthogonal projection onto the normal space."""
+        leaves = self._leaves(v, "v")
+        t = self._tangent_leaves(leaves)
+        return jax.tree_util.tree_unflatten(
+            self._treedef, [jnp.asarray(x) - y for x, y in zip(leaves, t)])
+
+    def project(self, params):
+        """The point of M nearest to ``params``: reference + P_T(params - reference)."""
+        leaves = self._leaves(params, "params")
+        d = [jnp.asarray(x) - r for x, r in zip(leaves, self._reference)]
+        t = self._tangent_leaves(d)
+        return jax.tree_util.tree_unflatten(self._treedef,
+                                            [r + y for r, y in zip(self._reference, t)])
+
+    def offset(self, params):
+        """P_N(params - reference): the displacement from ``params`` to M, reversed."""
+        leaves = self._leaves(params, "params")
+        d = [jnp.asarray(x) - r for x, r in zip(leaves, self._reference)]
+        t = self._tangent_leaves(d)
+        return jax.tree_util.tree_unflatten(self._treedef, [a - b for a, b in zip(d, t)])
+
+    def distance(self, params):
+        """Scalar ``||params - project(params)||`` (Euclidean, all leaves together)."""
+        return tree_norm(self.offset(params))
+
+    def relative_distance(self, params):
+        """``distance(params) / ||params||`` (0 for a zero tree)."""
+        n = tree_norm(params)
+        return jnp.where(n > 0, self.distance(params) / jnp.where(n > 0, n, 1.0), 0.0)
+
+    def leakage(self, grad):
+        """``||P_N grad|| / ||grad||``: 0 when the gradient is tangent (an LoP manifold),
+        1 when it is normal; 0 for a zero gradient."""
+        n = tree_norm(grad)
+        return jnp.where(n > 0, tree_norm(self.normal(grad)) / jnp.where(n > 0, n, 1.0), 0.0)
+
+    def at(self, params) -> "Manifold":
+        """The parallel manifold (same tangent space) through ``params``."""
+        leaves = self._leaves(params, "params")
+        return Manifold(self.kind, self._treedef, self._axes, self.normal_dim, self._info,
+                        [jnp.asarray(x) for x in leaves], self._ops, self._masks)
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def cloned(partition: Partition, reference_params) -> Manifold:
+    """The cloning manifold M_D(w) = w + M_BC of ``partition`` through ``reference_params``.
+
+    reference_params: a params tree of the partitioned network, or its variables dict (then
+    the manifold acts on variables; running statistics get the same block structure).
+    The reference is any point; the manifold is an LoP manifold (gradients tangent) when the
+    reference lies in M_RE and M_CE (see :func:`in_row_equitable`). Groups whose blocks are all
+    singletons add no constraint. normal_dim = size - number of inter-block cells.
+    Raises InputError when a leaf is not described by the partition.
+    """
+    if not isinstance(partition, Partition):
+        raise InputError(f"partition={type(partition).__name__} must be a Partition "
+                         "(see unit_partition / expand)")
+    paths = collection_paths(reference_params)
+    treedef = jax.tree_util.tree_structure(reference_params)
+    axes, ops, ref, normal_dim = [], [], [], 0
+    for path, leaf in paths:
+        shape = np.shape(leaf)
+        la, lo, cells = [], [], int(np.prod(shape))
+        for spec in partition.specs(path):
+            if partition.is_trivial(spec.group):
+                continue
+            i, nseg = partition.axis_ids(spec, shape[spec.axis])
+            la.append(spec.axis)
+            lo.append(axis_op(i, nseg))
+            cells = cells // shape[spec.axis] * nseg
+        normal_dim += int(np.prod(shape)) - cells
+        axes.append(tuple(la))
+        ops.append(tuple(lo))
+        ref.append(jnp.asarray(leaf))
+    info = {"kind": "cloned", "family": partition.family,
+            "groups": {g: {"units": partition.units(g), "blocks": partition.num_blocks(g)}
+                       for g in partition.groups if not partition.is_trivial(g)}}
+    return Manifold("cloned", treedef, tuple(axes), normal_dim, info, ref, ops, [None] * len(ref))
+
+
+def _unit_indices(name, sel, units) -> np.ndarray:
+    sel = np.asarray(sel)
+    if sel.dtype == bool:
+        if sel.shape != (units,):
+            raise InputError(f"units[{name!r}] mask has shape {sel.shape}; expected ({units},)")
+        return np.flatnonzero(sel)
+    sel = sel.reshape(-1)
+    if sel.size and (not np.issubdtype(sel.dtype, np.integer) or sel.min() < 0
+                     or sel.max() >= units):
+        raise InputError(f"units[{name!r}]={sel.tolist()} must be a ({units},) bool mask or "
+                         f"unit indices in [0, {units})")
+    return np.unique(sel.astype(np.int64))
+
+
+def frozen(units: Mapping, params, partition: Partition | None = None, *,
+           dead: Mapping | None = None) -> Manifold:
+    """The frozen-unit manifold M_F through ``params``.
+
+    units: {layer name: (units,) bool mask or unit indices} of frozen units, f'(z) = 0 on the
+        data (layer names as in ``partition.layers``: the monitored layers with an activation,
+        plus e.g. resnet ``layer{s}_block{b}/inner``).
+    dead: optional {layer: mask or indices}, units with h = 0 as well (a dead ReLU); their
+        outgoing weights are frozen too. Units in ``dead`` are added to ``units``.
+    partition: the network's :class:`Partition` (default: :func:`unit_partition` inferred from
+        the parameter names, assuming norm_after_activation=False).
+    Normal space: the frozen coordinates (incoming kernel entries, bias and the norm scale and
+    bias feeding the activation; plus outgoing kernel entries for dead units). ``info`` lists
+    every unit with its case ("saturated": incoming frozen, or "dead": incoming and outgoing).
+    """
+    if partition is None:
+        partition = unit_partition(None, params)
+    dead = dict(dead or {})
+    paths = collection_paths(params)
+    index = {p: k for k, (p, _) in enumerate(paths)}
+    masks = [np.zeros(np.shape(leaf), bool) for _, leaf in paths]
+    record = {}
+    for layer in sorted(set(units) | set(dead)):
+        if layer not in partition.layers:
+            raise InputError(f"units key {layer!r} is not one of: {', '.join(partition.layers)}")
+        lu = partition.layers[layer]
+        if not lu.activation:
+            raise InputError(f"layer {layer!r} has no activation function, so it has no frozen "
+                             "units; pick a layer with one")
+        n = partition.units(lu.group)
+        idx_dead = _unit_indices(layer, dead.get(layer, []), n)
+        idx = np.union1d(_unit_indices(layer, units.get(layer, []), n), idx_dead)
+        for coords, sel in ((lu.incoming, idx), (lu.outgoing, idx_dead)):
+            for path, axis in coords:
+                if path not in index or not sel.size:
+                    continue
+                m = masks[index[path]]
+                on = np.isin(np.arange(m.shape[axis]) % n, sel)
+                shape = [1] * m.ndim
+                shape[axis] = -1
+                masks[index[path]] = m | on.reshape(shape)
+        record[layer] = [{"unit": int(u), "case": "dead" if u in idx_dead else "saturated",
+                          "outgoing_frozen": bool(u in idx_dead and lu.outgoing)} for u in idx]
+    treedef = jax.tree_util.tree_structure(params)
+    normal_dim = int(sum(m.sum() for m in masks))
+    info = {"kind": "frozen", "family": partition.family, "units": record}
+    return Manifold("frozen", treedef, tuple(() for _ in paths), normal_dim, info,
+                    [jnp.asarray(leaf) for _, leaf in paths], [()] * len(paths),
+                    [jnp.asarray(m) for m in masks])
+
+
+__all__ = ["AxisOp", "Manifold", "axis_op", "block_mean", "block_sum", "cloned", "frozen",
+           "tree_norm"]
