@@ -2,14 +2,16 @@
 
 All come from the singular values sigma of ``h`` (rows subsampled to at most ``max_rows`` with a
 seeded permutation), obtained without an SVD (which can fail to converge on GPUs): ``eigh`` of
-the smaller Gram matrix (h^T h or h h^T, at HIGHEST matmul precision) gives the singular vectors,
-and sigma_i = ||h v_i|| is read off the data. Eigenvector errors of order eps then perturb
-sigma_i by about eps * sigma_max (the square roots of Gram eigenvalues would be off by
-sqrt(eps) * sigma_max, which skews entropy ranks of layers with one dominant direction, such as
-uncentred ReLU layers). ``h`` is scaled by max|h| first (no overflow), and singular values below
+the smaller Gram matrix (h^T h or h h^T, at HIGHEST matmul precision) gives the singular vectors
+and sigma_i = ||h v_i|| is read off the data, accurate to about eps * sigma_max (square roots of
+Gram eigenvalues would only be accurate to sqrt(eps) * sigma_max, which skews entropy ranks of
+layers with one dominant direction, such as uncentred ReLU layers, and hard ranks of layers with
+dead units). Directions with eigenvalue below 1e-5 * lambda_max, which one ``eigh`` cannot tell
+apart, are resolved again by a second ``eigh`` of their own projections (one Rayleigh-Ritz
+refinement). ``h`` is scaled by max|h| first (no overflow), and singular values below
 max(n, d) * eps * sigma_max (eps of the dtype; numpy.linalg.matrix_rank's default) are set to
-zero. Cost: O(n d min(n, d)) for the Gram matrix and the projection plus O(min(n, d)^3) for
-``eigh``.
+zero. Cost: two Gram matrices, two projections (O(n d min(n, d)) each) and two ``eigh`` of size
+min(n, d).
 
 | function | definition | centred | source |
 |---|---|---|---|
@@ -75,14 +77,32 @@ def _small_gram(hs):
     return jnp.matmul(hs.T, hs, precision=_HIGHEST) if n >= d else jnp.matmul(hs, hs.T, precision=_HIGHEST)
 
 
+_SPLIT = 1e-5  # eigenvalues below _SPLIT * lambda_max are resolved again in a second level
+
+
+def _norms_of_ritz(a):
+    """Column norms of a @ V, V the eigenvectors of a^T a: the singular values of ``a`` with
+    error ~ eps * ||a|| each, except that values below sqrt(eps) * ||a|| are mixed together."""
+    lam, vecs = jnp.linalg.eigh(jnp.matmul(a.T, a, precision=_HIGHEST))
+    proj = jnp.matmul(a, vecs, precision=_HIGHEST)
+    return lam, proj, jnp.sqrt(jnp.sum(proj * proj, axis=0))
+
+
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def _singular_values(h, centred, max_rows, seed):
     hs, scale = _prepare(h, centred, max_rows, seed)
     n, d = hs.shape
-    _, vecs = jnp.linalg.eigh(_small_gram(hs))
-    # sigma_i = ||H v_i|| (or ||H^T u_i|| for a wide matrix), read off the data
-    proj = jnp.matmul(hs, vecs, precision=_HIGHEST) if n >= d else jnp.matmul(hs.T, vecs, precision=_HIGHEST)
-    sig = jnp.sort(jnp.sqrt(jnp.sum(proj * proj, axis=0)))[::-1]
+    a = hs if n >= d else hs.T  # work on the smaller Gram matrix
+    lam, proj, sig = _norms_of_ritz(a)
+    # level 2: directions with lambda < _SPLIT * lambda_max are mixed by the first eigh; their
+    # projections hold all their energy, so re-resolve them against their own (small) scale
+    big = lam > _SPLIT * lam[-1]
+    q = jnp.where(big[None, :], proj / jnp.where(sig > 0, sig, 1.0)[None, :], 0.0)
+    rest = jnp.where(big[None, :], 0.0, proj)
+    for _ in range(2):  # remove what leaked in from the resolved directions (CGS2)
+        rest = rest - jnp.matmul(q, jnp.matmul(q.T, rest, precision=_HIGHEST), precision=_HIGHEST)
+    _, _, small = _norms_of_ritz(rest)
+    sig = jnp.sort(jnp.concatenate([jnp.where(big, sig, 0.0), small]))[::-1][: lam.shape[0]]
     tol = max(n, d) * jnp.finfo(hs.dtype).eps * sig[0]
     return jnp.where(sig > tol, sig, 0.0) * scale
 

@@ -109,3 +109,21 @@ def test_vmap_over_seeds():
     np.testing.assert_array_equal(np.asarray(jax.jit(jax.vmap(m.hard_rank))(hs)), [3, 3, 3])
     er = np.asarray(jax.vmap(m.effective_rank)(hs))
     np.testing.assert_allclose(er, [float(m.effective_rank(h)) for h in hs], rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(200, 30), (20, 64)])
+def test_wide_dynamic_range_and_dead_units(shape):
+    """Singular values spanning 4 decades next to exact zeros (dead units): one float32 eigh of
+    the Gram matrix only resolves sigma down to sqrt(eps) sigma_max ~ 3e-4; the refined route
+    must give each sigma to ~1e-3 relative and the exact hard rank."""
+    rng = np.random.default_rng(4)
+    n, d = shape
+    s = np.logspace(0, -4, 9)
+    h = _with_spectrum(rng, n, d - 3, s)
+    h = np.concatenate([h, np.zeros((n, 3))], axis=1).astype(np.float32)  # 3 dead units
+    want = np.linalg.svd(h.astype(np.float64), compute_uv=False)
+    got = np.asarray(m.singular_values(h))
+    np.testing.assert_allclose(got[:9], want[:9], rtol=2e-3)
+    assert np.all(got[9:] == 0.0)
+    assert int(m.hard_rank(h)) == 9
+    assert float(m.effective_rank(h)) == pytest.approx(_np_ranks(h)["effective_rank"], rel=1e-4)
