@@ -92,8 +92,8 @@ class Model:
         probes: optional dict {monitored name: array shaped like that activation}.
         Cost: one forward pass; runs jitted (cached per model options, input shapes, ``train``
         and probe keys), so outside a jit the first call per shape compiles.
-        Output dicts come back with keys in sorted order (a property of jit); the forward
-        order of the monitored layers is ``model.layer_kinds``.
+        Output.activations / preactivations are in forward order (that of ``layer_kinds``);
+        note that any jit around this call returns dicts with sorted keys.
         """
         if train and self._needs_rng and rng is None:
             rates = ", ".join(f"{k}={self.options[k]}" for k in ("dropout", "attention_dropout")
@@ -106,7 +106,12 @@ class Model:
                 raise InputError(f"probes key {unknown[0]!r} is not one of: "
                                  f"{', '.join(self.layer_kinds)}")
         rngs = {"dropout": rng} if (train and rng is not None) else {}
-        return _jitted_apply(self)(variables, x, train=bool(train), rngs=rngs, probes=probes)
+        out = _jitted_apply(self)(variables, x, train=bool(train), rngs=rngs, probes=probes)
+        # jit hands dicts back with sorted keys; restore the forward order (plain dicts).
+        order = list(self.layer_kinds)
+        return out._replace(
+            activations={k: out.activations[k] for k in order if k in out.activations},
+            preactivations={k: out.preactivations[k] for k in order if k in out.preactivations})
 
 
 def _apply(model: Model, variables, x, train, rngs, probes) -> Output:
@@ -126,7 +131,7 @@ def _apply(model: Model, variables, x, train, rngs, probes) -> Output:
 def _jitted_apply(model: Model):
     """Compiled apply for one model configuration (retraced per shapes / train / probe keys):
     one compilation instead of one per primitive when called eagerly; inlined under an outer
-    jit. Note: jit returns dicts with sorted keys (use ``model.layer_kinds`` for the order)."""
+    jit."""
     return jax.jit(functools.partial(_apply, model), static_argnames="train")
 
 

@@ -96,7 +96,9 @@ def resolve_options(name: str, preset: str | None = None, **options) -> dict:
     """Merge defaults, preset and ``options`` for family ``name`` and validate everything."""
     check_choice("model", name, FAMILIES)
     preset = "paper" if preset is None else preset
-    check_choice(f"preset (for {name})", preset, tuple(PRESETS[name]))
+    if preset not in PRESETS[name]:
+        raise InputError(f"preset={preset!r} is not one of the {name} presets: "
+                         f"{', '.join(PRESETS[name])}")
     kinds = {**_COMMON_KINDS, **_FAMILY_KINDS[name]}
     for key in options:
         if key not in kinds:

@@ -11,7 +11,7 @@ that sum. Global average pool -> dropout -> ``out``.
 Convs have a bias only when norm == "none". Init: convs Kaiming-normal, fan_out, gain sqrt(2)
 (untruncated, PyTorch ``kaiming_normal_(mode="fan_out")``); conv biases and the ``out`` layer
 PyTorch default U(+-1/sqrt(fan_in)); norm scale 1, bias 0.
-Cost: about 0.56 GFLOP per 32x32 image at base 64 (standard CIFAR ResNet-18).
+Cost: about 0.56 G multiply-adds per 32x32 image at base 64 (standard CIFAR ResNet-18).
 """
 
 from __future__ import annotations

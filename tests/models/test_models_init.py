@@ -55,14 +55,15 @@ def test_mlp_paper_init_is_pytorch_default():
 
 
 def test_cnn_init_is_pytorch_default():
-    model = pdx.models.create("cnn", "small")
-    p = model.init(KEY, np.zeros((2, 8, 8, 1), np.float32))["params"]
-    cin = 1
-    for i, ch in enumerate((16, 32, 64)):
+    # Same configuration and input shape as the oracle test (its init compiles once).
+    model = pdx.models.create("cnn", "tiny", activation="elu", norm="layer")
+    p = model.init(KEY, np.zeros((2, 9, 9, 2), np.float32))["params"]
+    cin = 2
+    for i, ch in enumerate((4, 8)):
         check_uniform(p[f"conv_{i}"]["kernel"], 9 * cin, f"conv_{i}")
         assert np.abs(np.asarray(p[f"conv_{i}"]["bias"])).max() <= 1 / math.sqrt(9 * cin)
         cin = ch
-    check_uniform(p["fc_0"]["kernel"], 64, "fc_0")   # 8x8 -> 1x1 x 64 channels
+    check_uniform(p["fc_0"]["kernel"], 2 * 2 * 8, "fc_0")   # 9x9 -> 4x4 -> 2x2 x 8 channels
 
 
 def test_resnet_convs_are_kaiming_normal_fan_out():

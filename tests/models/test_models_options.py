@@ -49,7 +49,7 @@ def test_explicit_options_override_preset_and_are_normalised():
 
 def test_small_presets_fit_digits_and_mnist1d():
     k = jax.random.PRNGKey(0)
-    vit = pdx.models.create("vit", "small", dropout=0.0, attention_dropout=0.0)
+    vit = pdx.models.create("vit", "small")      # same model as the init test: init compiled once
     x = np.zeros((2, 8, 8, 1), np.float32)       # sklearn digits
     assert vit.apply(vit.init(k, x), x).logits.shape == (2, 10)
     mlp = pdx.models.create("mlp", "small", num_outputs=3)
