@@ -160,7 +160,7 @@ def init_state(c: Components, seed):
 
 
 def make_chunk_fn(c: Components, length: int):
-    """One seed, ``length`` steps: (state, seed, data, start, task_first) -> (state, losses (length,), accs).
+    """One seed, ``length`` steps: (state, seed, data, start, task_first, task) -> (state, losses (length,), accs).
 
     ``start`` is the global index of the chunk's first step (it keys the randomness);
     ``task_first`` the global index of the task's first step (streams see task-local steps).
@@ -168,10 +168,12 @@ def make_chunk_fn(c: Components, length: int):
     model, stream, opt, iv = c.model, c.stream, c.optimizer, c.intervention
     iv_start = int(c.config.intervention.start_step)
 
-    def step(state, i, seed, data, start, task_first):
+    def step(state, i, seed, data, start, task_first, task):
         step_idx = start + i
-        k_data, k_drop, k_iv = _keys(seed, step_idx)
-        x, y, mask = stream.sample(data, k_data, step_idx - task_first)  # streams count steps within a task
+        _, k_drop, k_iv = _keys(seed, step_idx)
+        # stream contract: one key for the whole task, steps counted from the task's start
+        k_data = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 3), task)
+        x, y, mask = stream.sample(data, k_data, step_idx - task_first)
         variables = state["variables"]
 
         def loss_fn(params):
@@ -191,9 +193,9 @@ def make_chunk_fn(c: Components, length: int):
         new_vars = {**out.variables, "params": params}
         return {"variables": new_vars, "opt_state": opt_state, "iv_state": iv_state}, (loss, acc)
 
-    def chunk(state, seed, data, start, task_first):
+    def chunk(state, seed, data, start, task_first, task):
         TRACE_COUNTS["chunk"] = TRACE_COUNTS.get("chunk", 0) + 1  # runs at trace time only
-        body = lambda s, i: step(s, i, seed, data, start, task_first)  # noqa: E731
+        body = lambda s, i: step(s, i, seed, data, start, task_first, task)  # noqa: E731
         state, (losses, accs) = jax.lax.scan(body, state, jnp.arange(length))
         return state, losses, accs
 
@@ -234,6 +236,7 @@ class Run:
     checkpoints: list = field(default_factory=list)
     summary: dict = field(default_factory=dict)
     components: Components | None = None
+    final_state: Any = None  # host copy of the last state (leading axis = seed)
 
     def metric(self, name: str, layer: str = "") -> dict:
         """{seed: (steps array, values array)} for one metric and layer."""
@@ -305,7 +308,7 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
 
     def chunk_fn(length):
         if length not in chunk_fns:
-            f = jax.vmap(make_chunk_fn(c, length), in_axes=(0, 0, None, None, None))
+            f = jax.vmap(make_chunk_fn(c, length), in_axes=(0, 0, None, None, None, None))
             chunk_fns[length] = jax.jit(f, donate_argnums=(0,))
         return chunk_fns[length]
 
@@ -338,7 +341,8 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
                     continue
                 if pos == first:
                     state = task_start(state, seeds, jnp.int32(task))
-                state, losses, accs = chunk_fn(end - pos)(state, seeds, data, jnp.int32(pos), jnp.int32(first))
+                state, losses, accs = chunk_fn(end - pos)(state, seeds, data, jnp.int32(pos), jnp.int32(first),
+                                                     jnp.int32(task))
                 losses = np.asarray(losses)
                 bad = ~np.isfinite(losses)
                 if bad.any():
@@ -377,7 +381,7 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
     summary = _summary(config, c, rows, wall, n_dev, total)
     if run_dir is not None:
         rd.atomic_write_json(run_dir / "summary.json", summary)
-    return Run(config, run_dir, rows, checkpoints, summary, c)
+    return Run(config, run_dir, rows, checkpoints, summary, c, jax.device_get(state))
 
 
 def _limited_sharding(num_seeds: int, devices: int):

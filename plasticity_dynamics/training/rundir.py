@@ -195,6 +195,8 @@ def prepare_run_dir(path: str | Path, *, force: bool, resume: bool) -> Path:
         if any(path.iterdir()) and not force:
             raise InputError(f"--out {str(path)!r} is not empty; use --force to overwrite or --resume to continue")
     parent = path if path.exists() else _existing_parent(path)
+    if not parent.is_dir():
+        raise InputError(f"--out {str(path)!r} cannot be created: {str(parent)!r} is a file")
     if not os.access(parent, os.W_OK):
         raise InputError(f"--out {str(path)!r} is not writable")
     return path
