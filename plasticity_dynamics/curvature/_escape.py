@@ -19,7 +19,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from ..errors import InputError, check_positive
-from ._protocol import ManifoldLike, PyTree, _ById, bind, default_key, float32_eps
+from ._protocol import ManifoldLike, PyTree, _ById, bind, default_key, float32_eps, np_ravel
 from ._spectrum import normal_spectrum
 from ._update_map import update_map_radius
 
@@ -41,9 +41,21 @@ class EscapeResult(NamedTuple):
     final_params: Any
 
 
-@partial(jax.jit, static_argnames=("loss", "opt", "manifold", "steps"))
-def _train(params, opt_state, args, *, loss, opt, manifold, steps):
+@partial(jax.jit, static_argnames=("loss", "opt", "manifold", "steps", "kind"))
+def _train(point, direction, key, eps, opt_state, args, *, loss, opt, manifold, steps, kind):
+    """Build the unit direction, perturb, and run ``steps`` optimiser steps in one scan."""
     loss_p = bind(loss, args)
+    flat, unravel = ravel_pytree(point)
+
+    def normal(x):
+        return ravel_pytree(manifold.obj.normal(unravel(x)))[0]
+
+    u = direction if kind == "given" else jax.random.normal(key, flat.shape, flat.dtype)
+    if kind != "random":
+        u = normal(u)
+    nrm = jnp.linalg.norm(u)
+    u = u / jnp.where(nrm > 0, nrm, 1.0)
+    params = unravel(flat + eps * u)
 
     def one(carry, _):
         p, s = carry
@@ -54,7 +66,8 @@ def _train(params, opt_state, args, *, loss, opt, manifold, steps):
 
     (p, _), (dist, losses) = jax.lax.scan(one, (params, opt_state), None, length=steps)
     d0 = manifold.obj.distance(params)
-    return p, jnp.concatenate([d0[None], dist]), jnp.concatenate([losses, loss_p(p)[None]])
+    return (p, jnp.concatenate([d0[None], dist]), jnp.concatenate([losses, loss_p(p)[None]]),
+            u, nrm)
 
 
 def fit_growth_rate(distances, window=None, floor: float = 0.0):
@@ -104,38 +117,37 @@ def escape(loss_fn: Callable[[PyTree], jax.Array], optimizer: optax.GradientTran
     """
     check_positive("eps", eps)
     check_positive("steps", steps, integer=True)
-    key = default_key(key)
-    flat, unravel = ravel_pytree(point)
+    flat, unravel_rows = np_ravel(point)
+    given = None
     if isinstance(direction, str):
         if direction not in DIRECTIONS:
             raise InputError(f"direction={direction!r} is not one of: {', '.join(DIRECTIONS)} or a pytree")
+        kind = direction
         if direction == "eigenvector":
             spec = normal_spectrum(loss_fn, point, manifold, k=1, args=args)
-            u = ravel_pytree(jax.tree.map(lambda x: x[0], spec.eigenvectors))[0]
-        else:
-            u = jax.random.normal(key, flat.shape, flat.dtype)
-            if direction == "normal":
-                u = ravel_pytree(manifold.normal(unravel(u)))[0]
+            given = np.concatenate([np.asarray(x)[0].ravel() for x in jax.tree.leaves(spec.eigenvectors)])
+            kind = "given"
     else:
-        u = ravel_pytree(manifold.normal(direction))[0]
-    nrm = float(jnp.linalg.norm(u))
-    if not nrm > 0:
-        raise InputError("direction has no component in the normal space (norm 0)")
-    u = u / nrm
+        given, kind = np_ravel(direction)[0], "given"
+        if given.shape != flat.shape:
+            raise InputError(f"direction has {given.size} entries, params have {flat.size}")
     state0 = optimizer.init(point) if opt_state is None else opt_state
-    perturbed = unravel(flat + eps * u)
-    final, dist, losses = _train(perturbed, state0, tuple(args), loss=_ById(loss_fn), opt=_ById(optimizer),
-                                 manifold=_ById(manifold), steps=steps)
+    final, dist, losses, u, nrm = _train(
+        point, jnp.asarray(given, flat.dtype) if kind == "given" else None, default_key(key),
+        eps, state0, tuple(args), loss=_ById(loss_fn), opt=_ById(optimizer),
+        manifold=_ById(manifold), steps=steps, kind=kind)
+    if not float(nrm) > 0:
+        raise InputError("direction has no component in the normal space (norm 0)")
     dist = np.asarray(dist, np.float64)
     if fit_window is None:
         over = np.nonzero(dist > 1e3 * eps)[0]
         stop = int(over[0]) if over.size else dist.size
         fit_window = (min(steps // 4, max(stop - 2, 0)), stop)
-    floor = 10 * float32_eps() * float(jnp.max(jnp.abs(flat)))
+    floor = 10 * float32_eps() * float(np.max(np.abs(flat)))
     rate, window = fit_growth_rate(dist, fit_window, floor)
     predicted = None
     if predict:
         predicted = update_map_radius(loss_fn, optimizer, point, state0, manifold, args=args,
                                       num_iters=radius_iters).radius
     return EscapeResult(dist, np.asarray(losses, np.float64), rate, predicted, window,
-                        unravel(u), final)
+                        unravel_rows(np.asarray(u)), final)

@@ -11,6 +11,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 PyTree = Any
@@ -86,8 +87,38 @@ def bind(loss: "_ById", args: tuple) -> Callable:
 
 
 def default_key(key):
-    """``None`` -> the fixed key 0 (results are reproducible), otherwise ``key``."""
-    return jax.random.PRNGKey(0) if key is None else key
+    """``None`` -> the fixed key 0 (results are reproducible), otherwise ``key``.
+
+    The default is built without a jax computation (the raw data of ``PRNGKey(0)`` for the
+    default threefry implementation), so it costs no op-by-op compile outside the kernels.
+    """
+    if key is not None:
+        return key
+    if jax.config.jax_default_prng_impl == "threefry2x32":
+        return np.zeros(2, np.uint32)
+    return jax.random.PRNGKey(0)
+
+
+def np_ravel(tree):
+    """NumPy twin of ``ravel_pytree`` (same leaf order) that needs no jax computation.
+
+    Returns ``(flat, unravel_rows)``: ``flat`` is the float vector and ``unravel_rows(rows)``
+    maps ``(r, n)`` rows (or one ``(n,)`` row) to a pytree of jax arrays with a leading axis r
+    (none for a single row) and the leaves' dtypes, through device_put only.
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    arrays = [np.asarray(x) for x in leaves]
+    flat = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0)
+    offsets = np.cumsum([0] + [a.size for a in arrays])
+
+    def unravel_rows(rows):
+        rows = np.asarray(rows)
+        lead = rows.shape[:-1]
+        parts = [jnp.asarray(rows[..., o:o + a.size].reshape(lead + a.shape).astype(a.dtype))
+                 for o, a in zip(offsets, arrays)]
+        return treedef.unflatten(parts)
+
+    return flat, unravel_rows
 
 
 def float32_eps() -> float:

@@ -26,7 +26,7 @@ from jax.flatten_util import ravel_pytree
 from ..errors import ConvergenceWarning, InputError, check_choice, check_positive
 from ._hvp import hvp
 from ._krylov import lanczos, lanczos_ritz, lobpcg_lowest
-from ._protocol import ManifoldLike, PyTree, _ById, bind, default_key, float32_eps
+from ._protocol import ManifoldLike, PyTree, _ById, bind, default_key, float32_eps, np_ravel
 
 VERDICTS = ("stable", "unstable", "saddle", "degenerate")
 METHODS = ("auto", "dense", "lanczos", "lobpcg")
@@ -205,7 +205,7 @@ def normal_spectrum(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
     d = int(manifold.normal_dim)
     if d <= 0:
         raise InputError(f"manifold.normal_dim={d} must be > 0 (no normal directions to analyse)")
-    flat, unravel = ravel_pytree(params)
+    flat, unravel_rows = np_ravel(params)
     n = flat.shape[0]
     key = default_key(key)
     loss, man = _ById(loss_fn), _ById(manifold)
@@ -224,7 +224,7 @@ def normal_spectrum(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
         idx = _select(theta, k)
         theta, s = theta[idx], s[:, idx]
         resid = np.linalg.norm(b @ s - theta * s, axis=0)  # ||Q^T H Q s - theta s||, float64
-        vecs = (q @ jnp.asarray(s, q.dtype)).T
+        vecs = (np.asarray(q) @ s.astype(flat.dtype)).T
         hvps = d + 1
     elif method == "lanczos":
         m = min(d, max(60, 6 * k)) if num_iters is None else int(num_iters)
@@ -233,7 +233,7 @@ def normal_spectrum(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
         theta, coeffs, resid = lanczos_ritz(res)
         idx = _select(theta, k)
         theta, resid = theta[idx], resid[idx]
-        vecs = jnp.asarray(coeffs[:, idx].T, flat.dtype) @ res.basis[:int(res.depth)]
+        vecs = coeffs[:, idx].T.astype(flat.dtype) @ np.asarray(res.basis)[:int(res.depth)]
         hvps = int(res.depth) + 1
     else:
         if 5 * k >= d:
@@ -244,7 +244,7 @@ def normal_spectrum(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
             params, tuple(args), key, k=k, num_iters=m, batch_size=min(batch_size, 2 * k), **kw)
         theta = np.asarray(vals, np.float64)
         order = np.argsort(theta)
-        theta, vecs, resid = theta[order], vecs[order], np.asarray(resid)[order]
+        theta, vecs, resid = theta[order], np.asarray(vecs)[order], np.asarray(resid)[order]
         hvps = int(pre_depth) + 1 + k * (int(iters) + 4) + 2 * k
 
     eps = float32_eps()
@@ -254,7 +254,6 @@ def normal_spectrum(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
     if len(resid) and np.max(resid) > max(tol, 10 * eps * float(np.max(np.abs(theta)))):
         warnings.warn(f"normal_spectrum ({method}): largest residual {np.max(resid):.2e} exceeds "
                       f"tolerance {tol:.2e}; raise num_iters", ConvergenceWarning, stacklevel=2)
-    eigvecs = jax.vmap(unravel)(vecs)
-    jax.block_until_ready(eigvecs)
+    eigvecs = unravel_rows(vecs)
     return Spectrum(np.asarray(theta, np.float64), eigvecs, classify(theta, tol), method,
                     np.asarray(resid, np.float64), int(hvps), time.perf_counter() - t0, tol, d)

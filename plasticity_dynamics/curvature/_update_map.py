@@ -197,5 +197,6 @@ def update_map_radius(loss_fn: Callable[[PyTree], jax.Array],
     if np.any(np.isnan(logs)) or np.any(logs == np.inf):
         raise InputError(bad)
     radius = float(np.exp(np.mean(logs[num_iters // 2:])))
-    dim = ravel_pytree((params, [x for x in jax.tree.leaves(opt_state) if _is_float(x)]))[0].shape[0]
+    dim = sum(int(np.size(x)) for x in jax.tree.leaves(params)) + sum(
+        int(np.size(x)) for x in jax.tree.leaves(opt_state) if _is_float(x))
     return GrowthFactor(radius, np.array([radius], complex), method, num_iters, int(dim))

@@ -161,9 +161,18 @@ def clone_projector_explicit(pairs, din, h, dout):
     return pn
 
 
-def normal_block_eigs(h, pn):
-    """Eigenvalues of P_N H P_N restricted to range(P_N), float64."""
-    w, v = np.linalg.eigh((pn + pn.T) / 2)
-    basis = v[:, w > 0.5]
+def clone_normal_basis(pn):
+    """Orthonormal basis of range(P_N) for a clone-pair projector: (e_i - e_j) / sqrt(2) for
+    each coupled coordinate pair (i < j) read off the explicit matrix."""
+    i, j = np.nonzero(np.triu(pn, 1) < -0.25)
+    basis = np.zeros((pn.shape[0], i.size))
+    basis[i, np.arange(i.size)] = 1 / np.sqrt(2)
+    basis[j, np.arange(i.size)] = -1 / np.sqrt(2)
+    assert np.allclose(basis @ basis.T, pn)
+    return basis
+
+
+def normal_block_eigs(h, basis):
+    """Eigenvalues of P_N H P_N restricted to N = range(basis) (orthonormal columns), float64."""
     b = basis.T @ h @ basis
     return np.linalg.eigvalsh((b + b.T) / 2)
