@@ -62,7 +62,7 @@ def _xent(logits, y):
 def _equitable_perturbation(partition, params, key, scale):
     """Doubly centred random perturbation of every leaf with two unit axes (zero row and
     column sums in every inter-block submatrix), scaled to ``scale`` times the leaf's RMS."""
-    from ..manifolds.manifold import axis_op, block_mean
+    from ..manifolds.blocks import block_mean, partition_axis
     from ..manifolds.partition import collection_paths
 
     out = []
@@ -73,8 +73,7 @@ def _equitable_perturbation(partition, params, key, scale):
         if len(specs) == 2:
             r = jax.random.normal(k, x.shape)
             for spec in specs:
-                r = r - block_mean(r, spec.axis, axis_op(*partition.axis_ids(
-                    spec, x.shape[spec.axis])))
+                r = r - block_mean(r, *partition_axis(partition, spec, x.shape[spec.axis]))
             rms = jnp.sqrt(jnp.mean(x * x))
             x = x + scale * rms * r / jnp.sqrt(jnp.mean(r * r) + 1e-30)
         out.append(x)

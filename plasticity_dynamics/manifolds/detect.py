@@ -1,6 +1,7 @@
 """Find LoP manifolds in any checkpoint: frozen units (M_F) and clone clusters (M_D).
 
-``detect(model, variables, x)`` runs the network once on a batch (eval mode) and
+``detect(model, variables, x)`` runs the network once on a batch (training mode without dropout
+by default: batch norm uses batch statistics, as when gradients are taken) and
 
 - flags a unit of a monitored layer with an activation as **frozen** when |f'(z)| <= eps on
   at least ``frac`` of the samples (pre-activations z, f' = ``pdx.models.activation_derivative``;
@@ -35,7 +36,8 @@ import numpy as np
 
 from ..errors import InputError, check_choice, check_range
 from .equitable import equitable_projection, equitable_residuals
-from .manifold import Manifold, axis_op, block_mean, cloned, frozen
+from .blocks import block_mean, partition_axis
+from .manifold import Manifold, cloned, frozen
 from .partition import Partition, collection_paths, unit_partition
 
 EVIDENCE = ("activations", "weights", "both")
@@ -150,8 +152,7 @@ def _group_spread(partition, group, params) -> float:
         for spec in partition.specs(path):
             if spec.group != group:
                 continue
-            op = axis_op(*partition.axis_ids(spec, np.shape(x)[spec.axis]))
-            d = jnp.asarray(x) - block_mean(jnp.asarray(x), spec.axis, op)
+            d = jnp.asarray(x) - block_mean(x, *partition_axis(partition, spec, np.shape(x)[spec.axis]))
             num += float(jnp.sum(d * d))
             den += float(jnp.sum(jnp.square(jnp.asarray(x))))
     return float(np.sqrt(num / den)) if den > 0 else 0.0
@@ -173,7 +174,7 @@ def _clone_r2(h, ids) -> float:
 
 def detect(model, variables, batch, *, eps: float = 1e-6, frac: float = 1.0,
            dead_eps: float = 0.0, clones: str = "activations", similarity: str = "cosine",
-           threshold: float = 0.9999, weight_rtol: float = 1e-5) -> Detection:
+           threshold: float = 0.9999, weight_rtol: float = 1e-5, train: bool = True) -> Detection:
     """Detect frozen units and clone clusters in a checkpoint (see module docstring).
 
     model, variables: a ``pdx.models.Model`` and its variables; batch: inputs x, or (x, y), or
@@ -182,7 +183,9 @@ def detect(model, variables, batch, *, eps: float = 1e-6, frac: float = 1.0,
     dead_eps: dead when moreover |h| <= dead_eps on those samples. clones: "activations",
     "weights" or "both" (links must hold in both); similarity: "cosine" or "pearson";
     threshold: similarity (and norm ratio) threshold; weight_rtol: weight-symmetry tolerance
-    relative to each leaf's largest entry. Raises InputError on bad options.
+    relative to each leaf's largest entry. train: statistics of a training-mode pass (batch
+    norm uses the batch's statistics, as when gradients are taken; dropout is switched off),
+    or False for eval mode (running statistics). Raises InputError on bad options.
     """
     check_choice("clones", clones, EVIDENCE)
     check_choice("similarity", similarity, SIMILARITIES)
@@ -195,7 +198,13 @@ def detect(model, variables, batch, *, eps: float = 1e-6, frac: float = 1.0,
 
     x = batch.get("x") if isinstance(batch, dict) else (batch[0] if isinstance(batch, tuple)
                                                           else batch)
-    out = model.apply(variables, x, train=False)
+    if train and (model.options.get("dropout", 0) or model.options.get("attention_dropout", 0)):
+        from ..models import create
+
+        no_drop = {k: 0.0 for k in ("dropout", "attention_dropout") if k in model.options}
+        out = create(model.name, **{**model.options, **no_drop}).apply(variables, x, train=True)
+    else:
+        out = model.apply(variables, x, train=train)
     part = unit_partition(model, variables)
     params = variables["params"]
     deriv = activation_derivative(model.activation)
@@ -259,7 +268,7 @@ def detect(model, variables, batch, *, eps: float = 1e-6, frac: float = 1.0,
         "cloned_relative_distance": float(clo.distance(params)) / norm,
         "equitable_residual": {"row": float(res["row"]) / norm,
                                "column": float(res["column"]) / norm},
-        "settings": {"eps": eps, "frac": frac, "dead_eps": dead_eps, "clones": clones,
+        "settings": {"train": train, "eps": eps, "frac": frac, "dead_eps": dead_eps, "clones": clones,
                      "similarity": similarity, "threshold": threshold,
                      "weight_rtol": weight_rtol, "samples": int(np.shape(x)[0])},
     }

@@ -30,22 +30,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InputError
-from .manifold import axis_op, block_mean, tree_norm
+from .blocks import block_mean, partition_axis
+from .manifold import tree_norm
 from .partition import Partition, collection_paths, is_variables
 
 
 def _axis_ops(partition, path, shape):
-    """[(spec, AxisOp)] for the unit axes of one leaf (trivial groups included)."""
+    """[(spec, AxisMeta, AxisOp)] for the unit axes of one leaf (trivial groups included)."""
     ops = []
     for spec in partition.specs(path):
-        ops.append((spec, axis_op(*partition.axis_ids(spec, shape[spec.axis]))))
+        ops.append((spec,) + partition_axis(partition, spec, shape[spec.axis]))
     if len(ops) > 2:
         raise InputError(f"leaf {'/'.join(path)} has {len(ops)} unit axes; at most 2 supported")
     return ops
 
 
 def _avg(x, op):
-    return block_mean(x, op[0].axis, op[1])
+    return block_mean(x, op[1], op[2])
 
 
 def _leaf_residuals(x, ops):

@@ -25,13 +25,14 @@ Theorem 2.1, Appendix A.3 (PAPER.md 1.3-1.4).
 from __future__ import annotations
 
 import json
-from typing import Mapping, NamedTuple
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InputError
+from .blocks import block_mean, partition_axis
 from .partition import Partition, collection_paths, unit_partition
 
 
@@ -51,51 +52,6 @@ class _Static:
         return isinstance(other, _Static) and other._key == self._key
 
 
-class AxisOp(NamedTuple):
-    """Precomputed block structure of one unit axis of length n with K segments.
-
-    gather: (K * smax,) int32, the members of each segment padded with n (out of range, read as
-    0); ids: (n,) int32 segment of each index; counts: (K,) float32 segment sizes. Built by
-    :func:`axis_op`; a pytree of arrays (static sizes come from the array shapes).
-    """
-
-    gather: jax.Array
-    ids: jax.Array
-    counts: jax.Array
-
-
-def axis_op(ids, num_segments: int) -> AxisOp:
-    """:class:`AxisOp` for segment ids (n,) in [0, num_segments) (host-side NumPy)."""
-    ids = np.asarray(ids, np.int64)
-    n = ids.size
-    counts = np.bincount(ids, minlength=num_segments)
-    smax = int(counts.max()) if n else 1
-    order = np.argsort(ids, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    gather = np.full((num_segments, smax), n, np.int64)
-    rank = np.arange(n) - starts[ids[order]]
-    gather[ids[order], rank] = order
-    return AxisOp(jnp.asarray(gather.reshape(-1), jnp.int32), jnp.asarray(ids, jnp.int32),
-                  jnp.asarray(counts, jnp.float32))
-
-
-def block_sum(x, axis: int, op: AxisOp):
-    """Sum ``x`` over the members of each segment along ``axis``: that axis becomes length K.
-    Gathers only (no scatter), O(x.size * smax / mean block size)."""
-    k = op.counts.shape[0]
-    xm = jnp.moveaxis(x, axis, 0)
-    g = jnp.take(xm, op.gather, axis=0, mode="fill", fill_value=0)
-    s = g.reshape((k, op.gather.shape[0] // max(k, 1)) + xm.shape[1:]).sum(axis=1)
-    return jnp.moveaxis(s, 0, axis)
-
-
-def block_mean(x, axis: int, op: AxisOp):
-    """Replace every entry of ``x`` by the mean of its segment along ``axis``. Cost O(x.size)."""
-    s = jnp.moveaxis(block_sum(x, axis, op), axis, 0)
-    s = s / op.counts.reshape((-1,) + (1,) * (s.ndim - 1)).astype(s.dtype)
-    return jnp.moveaxis(jnp.take(s, op.ids, axis=0), 0, axis)
-
-
 def tree_norm(tree):
     """Euclidean norm of all leaves of a pytree together (float32 accumulation)."""
     leaves = jax.tree_util.tree_leaves(tree)
@@ -113,11 +69,11 @@ class Manifold:
     def __init__(self, kind, treedef, axes, normal_dim, info, reference, ops, masks):
         self.kind = kind
         self._treedef = treedef
-        self._axes = axes  # per leaf: tuple of unit-axis indices
+        self._axes = axes  # per leaf: tuple of AxisMeta (static)
         self.normal_dim = normal_dim
         self._info = info if isinstance(info, _Static) else _Static(info)
         self._reference = reference
-        self._ops = ops  # per leaf: tuple of AxisOp
+        self._ops = ops  # per leaf: tuple of AxisOp (arrays)
         self._masks = masks
 
     # --- pytree protocol
@@ -167,8 +123,8 @@ class Manifold:
         out = []
         for x, axes, ops, mask in zip(leaves, self._axes, self._ops, self._masks):
             y = jnp.asarray(x)
-            for axis, op in zip(axes, ops):
-                y = block_mean(y, axis, op)
+            for meta, op in zip(axes, ops):
+                y = block_mean(y, meta, op)
             if mask is not None:
                 y = jnp.where(mask, jnp.zeros_like(y), y)
             out.append(y)
@@ -176,51 +132,91 @@ class Manifold:
 
     def tangent(self, v):
         """P_T v: orthogonal projection of the pytree ``v`` onto the tangent space."""
-        return jax.tree_util.tree_unflatten(self._treedef,
-                                            self._tangent_leaves(self._leaves(v, "v")))
+        self._leaves(v, "v")
+        return _jitted("tangent")(self, v)
 
     def normal(self, v):
         """P_N v = v - P_T v: orthogonal projection onto the normal space."""
+        self._leaves(v, "v")
+        return _jitted("normal")(self, v)
+
+    def project(self, params):
+        """The point of M nearest to ``params``: reference + P_T(params - reference)."""
+        self._leaves(params, "params")
+        return _jitted("project")(self, params)
+
+    def offset(self, params):
+        """P_N(params - reference): the displacement from M to ``params`` (normal part)."""
+        self._leaves(params, "params")
+        return _jitted("offset")(self, params)
+
+    def distance(self, params):
+        """Scalar ``||params - project(params)||`` (Euclidean, all leaves together)."""
+        self._leaves(params, "params")
+        return _jitted("distance")(self, params)
+
+    def relative_distance(self, params):
+        """``distance(params) / ||params||`` (0 for a zero tree)."""
+        self._leaves(params, "params")
+        return _jitted("relative_distance")(self, params)
+
+    def leakage(self, grad):
+        """``||P_N grad|| / ||grad||``: 0 when the gradient is tangent (an LoP manifold),
+        1 when it is normal; 0 for a zero gradient."""
+        self._leaves(grad, "grad")
+        return _jitted("leakage")(self, grad)
+
+    # unjitted implementations (called through _jitted, so eager use compiles once)
+    def _tangent(self, v):
+        return jax.tree_util.tree_unflatten(self._treedef,
+                                            self._tangent_leaves(self._leaves(v, "v")))
+
+    def _normal(self, v):
         leaves = self._leaves(v, "v")
         t = self._tangent_leaves(leaves)
         return jax.tree_util.tree_unflatten(
             self._treedef, [jnp.asarray(x) - y for x, y in zip(leaves, t)])
 
-    def project(self, params):
-        """The point of M nearest to ``params``: reference + P_T(params - reference)."""
+    def _project(self, params):
         leaves = self._leaves(params, "params")
         d = [jnp.asarray(x) - r for x, r in zip(leaves, self._reference)]
         t = self._tangent_leaves(d)
         return jax.tree_util.tree_unflatten(self._treedef,
                                             [r + y for r, y in zip(self._reference, t)])
 
-    def offset(self, params):
-        """P_N(params - reference): the displacement from ``params`` to M, reversed."""
+    def _offset(self, params):
         leaves = self._leaves(params, "params")
         d = [jnp.asarray(x) - r for x, r in zip(leaves, self._reference)]
         t = self._tangent_leaves(d)
         return jax.tree_util.tree_unflatten(self._treedef, [a - b for a, b in zip(d, t)])
 
-    def distance(self, params):
-        """Scalar ``||params - project(params)||`` (Euclidean, all leaves together)."""
-        return tree_norm(self.offset(params))
+    def _distance(self, params):
+        return tree_norm(self._offset(params))
 
-    def relative_distance(self, params):
-        """``distance(params) / ||params||`` (0 for a zero tree)."""
+    def _relative_distance(self, params):
         n = tree_norm(params)
-        return jnp.where(n > 0, self.distance(params) / jnp.where(n > 0, n, 1.0), 0.0)
+        return jnp.where(n > 0, self._distance(params) / jnp.where(n > 0, n, 1.0), 0.0)
 
-    def leakage(self, grad):
-        """``||P_N grad|| / ||grad||``: 0 when the gradient is tangent (an LoP manifold),
-        1 when it is normal; 0 for a zero gradient."""
+    def _leakage(self, grad):
         n = tree_norm(grad)
-        return jnp.where(n > 0, tree_norm(self.normal(grad)) / jnp.where(n > 0, n, 1.0), 0.0)
+        return jnp.where(n > 0, tree_norm(self._normal(grad)) / jnp.where(n > 0, n, 1.0), 0.0)
 
     def at(self, params) -> "Manifold":
         """The parallel manifold (same tangent space) through ``params``."""
         leaves = self._leaves(params, "params")
         return Manifold(self.kind, self._treedef, self._axes, self.normal_dim, self._info,
                         [jnp.asarray(x) for x in leaves], self._ops, self._masks)
+
+
+_JITTED = {}
+
+
+def _jitted(name):
+    """jax.jit of Manifold._<name>(manifold, tree), shared by all manifolds (the Manifold is a
+    pytree argument, so one compile per layout; inside an outer jit it is simply inlined)."""
+    if name not in _JITTED:
+        _JITTED[name] = jax.jit(getattr(Manifold, "_" + name))
+    return _JITTED[name]
 
 
 # ------------------------------------------------------------------------------------------
@@ -248,10 +244,10 @@ def cloned(partition: Partition, reference_params) -> Manifold:
         for spec in partition.specs(path):
             if partition.is_trivial(spec.group):
                 continue
-            i, nseg = partition.axis_ids(spec, shape[spec.axis])
-            la.append(spec.axis)
-            lo.append(axis_op(i, nseg))
-            cells = cells // shape[spec.axis] * nseg
+            meta, op = partition_axis(partition, spec, shape[spec.axis])
+            la.append(meta)
+            lo.append(op)
+            cells = cells // shape[spec.axis] * meta.outer * partition.num_blocks(spec.group)
         normal_dim += int(np.prod(shape)) - cells
         axes.append(tuple(la))
         ops.append(tuple(lo))
@@ -327,5 +323,4 @@ def frozen(units: Mapping, params, partition: Partition | None = None, *,
                     [jnp.asarray(m) for m in masks])
 
 
-__all__ = ["AxisOp", "Manifold", "axis_op", "block_mean", "block_sum", "cloned", "frozen",
-           "tree_norm"]
+__all__ = ["Manifold", "cloned", "frozen", "tree_norm"]
