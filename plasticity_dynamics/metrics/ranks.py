@@ -47,15 +47,21 @@ def _subsample(h, max_rows: int, seed: int):
     return h[idx]
 
 
+def _check_seed(seed):
+    if not hasattr(seed, "shape"):  # Python numbers are checked; traced seeds pass through
+        check_positive("seed", seed, integer=True, allow_zero=True)
+
+
 def singular_values(h, *, centred: bool = False, max_rows: int = 1024, seed: int = 0) -> jnp.ndarray:
     """Singular values of ``h`` (rows subsampled), descending, shape (min(rows, units),).
 
     ``centred=True`` subtracts column means of the (subsampled) rows first. ``seed`` fixes the
-    row subsample, so repeated calls on the same matrix agree. See the module docstring for the
+    row subsample, so repeated calls on the same matrix agree; it may be a traced integer
+    (no recompilation per seed). See the module docstring for the
     resolution of small singular values.
     """
     check_positive("max_rows", max_rows, integer=True)
-    check_positive("seed", seed, integer=True, allow_zero=True)
+    _check_seed(seed)
     return _singular_values(check_matrix("h", h), bool(centred), max_rows, seed)
 
 
@@ -88,7 +94,7 @@ def _norms_of_ritz(a):
     return lam, proj, jnp.sqrt(jnp.sum(proj * proj, axis=0))
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+@functools.partial(jax.jit, static_argnums=(1, 2))
 def _singular_values(h, centred, max_rows, seed):
     hs, scale = _prepare(h, centred, max_rows, seed)
     n, d = hs.shape
@@ -107,7 +113,7 @@ def _singular_values(h, centred, max_rows, seed):
     return jnp.where(sig > tol, sig, 0.0) * scale
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+@functools.partial(jax.jit, static_argnums=(1, 2))
 def _gram_participation(h, centred, max_rows, seed):
     """(tr M)^2 / ||M||_F^2 for M the Gram matrix (sum sigma^2)^2 / sum sigma^4, without eigh."""
     hs, _ = _prepare(h, centred, max_rows, seed)
@@ -167,7 +173,7 @@ def stable_rank(h, *, max_rows: int = 1024, seed: int = 0) -> jnp.ndarray:
     """The paper's stable rank ||H~||_F^4 / tr((H~^T H~)^2) of the column-centred H~ (from the
     Gram matrix directly: no eigendecomposition)."""
     check_positive("max_rows", max_rows, integer=True)
-    check_positive("seed", seed, integer=True, allow_zero=True)
+    _check_seed(seed)
     return _gram_participation(check_matrix("h", h), True, max_rows, seed)
 
 

@@ -25,6 +25,14 @@ from ..errors import InputError, check_positive, check_range
 from .layout import check_matrix
 
 
+def _share(mask, op, frac):
+    """Per-unit comparison of the share of samples where ``mask`` holds with ``frac``, done on
+    integer counts against frac * samples (a float32 mean is ambiguous at exact ties such as
+    495 of 500 samples against 0.99)."""
+    count = jnp.sum(mask, axis=0, dtype=jnp.int32)
+    return op(count, frac * mask.shape[0])
+
+
 def _check_pair(name_a, a, name_b, b):
     if a.shape != b.shape:
         raise InputError(f"{name_b} has shape {tuple(b.shape)}; expected the shape of {name_a}, {tuple(a.shape)}")
@@ -35,7 +43,7 @@ def dead_units(h, eps: float = 1e-7, frac: float = 0.95) -> jnp.ndarray:
     check_positive("eps", eps, allow_zero=True)
     check_range("frac", frac, 0.0, 1.0)
     h = check_matrix("h", h)
-    return jnp.mean(jnp.abs(h) < eps, axis=0) > frac
+    return _share(jnp.abs(h) < eps, jnp.greater, frac)
 
 
 def dead_fraction(h, eps: float = 1e-7, frac: float = 0.95) -> jnp.ndarray:
@@ -66,7 +74,7 @@ def low_activity_units(h, frac: float = 0.01, eps: float = 0.0) -> jnp.ndarray:
     check_range("frac", frac, 0.0, 1.0, high_inclusive=True)
     check_positive("eps", eps, allow_zero=True)
     h = check_matrix("h", h)
-    return jnp.mean(jnp.abs(h) > eps, axis=0) < frac
+    return _share(jnp.abs(h) > eps, jnp.less, frac)
 
 
 def low_activity_fraction(h, frac: float = 0.01, eps: float = 0.0) -> jnp.ndarray:
@@ -97,7 +105,7 @@ def linearised_units(z, frac: float = 0.9) -> jnp.ndarray:
     the identity; LucMc/continual-learning). Meaningful for ReLU-like activations."""
     check_range("frac", frac, 0.0, 1.0, high_inclusive=True)
     z = check_matrix("z", z)
-    return jnp.mean(z > 0, axis=0) >= frac
+    return _share(z > 0, jnp.greater_equal, frac)
 
 
 def linearised_fraction(z, frac: float = 0.9) -> jnp.ndarray:
@@ -117,7 +125,7 @@ def saturated_units(h, g, tau: float = 1e-4, frac: float = 0.99) -> jnp.ndarray:
     g = check_matrix("g", g)
     _check_pair("h", h, "g", g)
     mu = jnp.maximum(jnp.mean(jnp.abs(h), axis=0), 1e-12)
-    return jnp.mean(jnp.abs(g) / mu < tau, axis=0) > frac
+    return _share(jnp.abs(g) / mu < tau, jnp.greater, frac)
 
 
 def saturated_fraction(h, g, tau: float = 1e-4, frac: float = 0.99) -> jnp.ndarray:
@@ -159,7 +167,7 @@ def frozen_units(z, activation, eps: float = 0.01, frac: float = 0.99) -> jnp.nd
     check_range("frac", frac, 0.0, 1.0)
     z = check_matrix("z", z)
     deriv = resolve_derivative(activation)
-    return jnp.mean(jnp.abs(deriv(z)) < eps, axis=0) > frac
+    return _share(jnp.abs(deriv(z)) < eps, jnp.greater, frac)
 
 
 def frozen_fraction(z, activation, eps: float = 0.01, frac: float = 0.99) -> jnp.ndarray:

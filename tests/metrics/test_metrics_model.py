@@ -230,7 +230,7 @@ def test_flatten_layouts():
 
 
 def test_conv_layers_flatten_positions_as_samples():
-    cnn = pdx.models.create("cnn", preset="tiny", norm="none", dropout=0.0)
+    cnn = pdx.models.create("cnn", channels=(4,), fc_widths=(), norm="none", dropout=0.0)
     x = jax.random.normal(jax.random.PRNGKey(0), (6, 8, 8, 3))
     y = jnp.arange(6) % 10
     v = _init(cnn, x, 1)
