@@ -9,8 +9,9 @@ cloning manifold M_D(w0) = w0 + M_BC and how much of each step leaves it:
 - ``leakage``: ||P_N g|| / ||g|| of the loss gradient of the step;
 - ``update_leakage``: the same for the applied update (noise, decay, per-coordinate scaling);
 - ``equitable_residual``: (||row|| + ||column||) / ||w|| residual of M_RE and M_CE;
-- ``clone_r2``: the smallest clone R^2 (forward activations and backward signals dL/dh, every
-  monitored layer, on a fixed batch, eval mode);
+- ``clone_r2``: the smallest clone R^2 (``pdx.metrics.clone_r2``) over the steps since the last
+  record, forward activations and backward signals dL/dh of every monitored layer of a cloned
+  group, on each step's own training batch (train mode);
 - ``loss``: the training loss of the step.
 
 Settings (``SETTINGS``): ``sgd``, ``momentum`` (SGD, momentum 0.9), ``adam``, ``rmsprop``
@@ -118,27 +119,19 @@ def _train_base(model, variables, x, y, steps, lr, batch_size, key):
     return run(variables)
 
 
-def _clone_r2_fn(model, partition, x_fix, y_fix):
+def _clone_r2(model, partition, activations, deltas):
+    """Smallest clone R^2 over the monitored layers of cloned groups, forward and backward."""
     from ..metrics import clone_r2, flatten_units
 
-    layers = [name for name in model.layer_kinds if name in partition.layers]
-
-    def fn(variables):
-        out = model.apply(variables, x_fix, train=False)
-        probes = {k: jnp.zeros_like(out.activations[k]) for k in layers}
-        grads = jax.grad(lambda pr: _xent(model.apply(variables, x_fix, train=False,
-                                                      probes=pr).logits, y_fix))(probes)
-        vals = []
-        for k in layers:
-            ids = partition.groups[partition.layers[k].group]
-            if partition.is_trivial(partition.layers[k].group):
-                continue
-            kind = model.layer_kinds[k]
-            vals.append(clone_r2(flatten_units(out.activations[k], kind), ids))
-            vals.append(clone_r2(flatten_units(grads[k], kind), ids))
-        return jnp.min(jnp.stack(vals)) if vals else jnp.float32(1.0)
-
-    return fn
+    vals = []
+    for k, kind in model.layer_kinds.items():
+        lu = partition.layers.get(k)
+        if lu is None or partition.is_trivial(lu.group):
+            continue
+        ids = partition.groups[lu.group]
+        vals.append(clone_r2(flatten_units(activations[k], kind), ids))
+        vals.append(clone_r2(flatten_units(deltas[k], kind), ids))
+    return jnp.min(jnp.stack(vals)) if vals else jnp.float32(1.0)
 
 
 def invariance(model: str = "mlp", *, preset: str = "tiny", options: dict | None = None,
@@ -180,15 +173,13 @@ def invariance(model: str = "mlp", *, preset: str = "tiny", options: dict | None
     extra = {"attention_dropout": 0.0} if model == "vit" else {}
     base_model = create(model, preset=preset, **{**opts, "dropout": 0.0, **extra})
     key = jax.random.PRNGKey(seed)
-    k_data, k_init, k_base, k_run, k_fix = jax.random.split(key, 5)
+    k_data, k_init, k_base, k_run = jax.random.split(key, 4)
     x, y = _data(k_data, base_model, num_samples, input_shape) if data is None else map(
         jnp.asarray, data)
     variables = base_model.init(k_init, x[:2])
     if base_steps:
         variables = _train_base(base_model, variables, x, y, base_steps, lr, batch_size, k_base)
     wide_model, wide, partition = mf.expand(base_model, variables, factor)
-    fix = jax.random.randint(k_fix, (min(64, x.shape[0]),), 0, x.shape[0])
-    r2_fn = _clone_r2_fn(wide_model, partition, x[fix], y[fix])
 
     result = {"step": np.arange(record_every, steps + 1, record_every), "factor": factor,
               "model": model}
@@ -214,7 +205,7 @@ def invariance(model: str = "mlp", *, preset: str = "tiny", options: dict | None
             keys = jnp.stack([jax.random.fold_in(k_run, ALL_SETTINGS.index(n)) for n in group])
             stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *starts)
             final, recs = _run(run_model, manifold, partition, opts, stacked, keys, x, y,
-                               steps, record_every, batch_size, r2_fn)
+                               steps, record_every, batch_size)
             for i, setting in enumerate(group):
                 out = {k: np.asarray(v[i]) for k, v in recs.items()}
                 if return_params:
@@ -224,7 +215,7 @@ def invariance(model: str = "mlp", *, preset: str = "tiny", options: dict | None
 
 
 def _run(model, manifold, partition, opts, stacked, keys, x, y, steps, record_every,
-         batch_size, r2_fn):
+         batch_size):
     """Train len(opts) copies (vmapped): copy i starts at stacked[i] and uses opts[i]; every
     copy carries all optimiser states and selects its own update, so one compile serves all."""
     from ..manifolds import equitable_residuals
@@ -233,35 +224,41 @@ def _run(model, manifold, partition, opts, stacked, keys, x, y, steps, record_ev
         man = manifold.at(v["params"])
 
         def step(carry, t):
-            v, states, _ = carry
+            v, states, (_, _, _, r2_min) = carry
             k = jax.random.fold_in(key, t)
             idx = jax.random.randint(k, (batch_size,), 0, x.shape[0])
 
-            def loss(p):
-                out = model.apply({**v, "params": p}, x[idx], train=True, rng=k)
-                return _xent(out.logits, y[idx]), out.variables
+            def loss(p, probes):
+                out = model.apply({**v, "params": p}, x[idx], train=True, rng=k, probes=probes)
+                return _xent(out.logits, y[idx]), (out.variables, out.activations)
 
-            (l, new_v), g = jax.value_and_grad(loss, has_aux=True)(v["params"])
+            shapes = jax.eval_shape(lambda: model.apply(v, x[idx], train=True, rng=k).activations)
+            probes = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+            (l, (new_v, acts)), (g, deltas) = jax.value_and_grad(
+                loss, argnums=(0, 1), has_aux=True)(v["params"], probes)
+            r2_min = jnp.minimum(r2_min, _clone_r2(model, partition, acts, deltas))
             pairs = [o.update(g, s, v["params"]) for o, s in zip(opts, states)]
             upd = pairs[0][0]
             for i, (u, _) in enumerate(pairs[1:], start=1):
                 upd = jax.tree_util.tree_map(lambda a, b, i=i: jnp.where(sel == i, b, a), upd, u)
             params = optax.apply_updates(v["params"], upd)
-            return ({**new_v, "params": params}, tuple(s for _, s in pairs), (l, g, upd)), None
+            return ({**new_v, "params": params}, tuple(s for _, s in pairs),
+                    (l, g, upd, r2_min)), None
 
         def chunk(carry, r):
             carry, _ = jax.lax.scan(step, carry, r * record_every + jnp.arange(record_every))
-            v, _, (l, g, upd) = carry
+            v, states, (l, g, upd, r2_min) = carry
             res = equitable_residuals(partition, v["params"])
             rec = {"distance": man.distance(v["params"]),
                    "relative_distance": man.relative_distance(v["params"]),
                    "leakage": man.leakage(g), "update_leakage": man.leakage(upd),
                    "equitable_residual": (res["row"] + res["column"]) / res["norm"],
-                   "clone_r2": r2_fn(v), "loss": l}
-            return carry, rec
+                   "clone_r2": r2_min, "loss": l}
+            return (v, states, (l, g, upd, jnp.float32(1.0))), rec
 
         zeros = jax.tree_util.tree_map(jnp.zeros_like, v["params"])
-        carry = (v, tuple(o.init(v["params"]) for o in opts), (jnp.float32(0.0), zeros, zeros))
+        carry = (v, tuple(o.init(v["params"]) for o in opts),
+                 (jnp.float32(0.0), zeros, zeros, jnp.float32(1.0)))
         carry, recs = jax.lax.scan(chunk, carry, jnp.arange(steps // record_every))
         return carry[0]["params"], recs
 

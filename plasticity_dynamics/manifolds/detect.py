@@ -29,14 +29,13 @@ random projections plus O(units^2 * 64) comparisons for weight symmetry.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InputError, check_choice, check_range
 from .equitable import equitable_projection, equitable_residuals
-from .blocks import block_mean, partition_axis
 from .manifold import Manifold, cloned, frozen
 from .partition import Partition, collection_paths, unit_partition
 
@@ -146,16 +145,39 @@ def _weight_links(partition, group, variables, rtol, seed=0) -> np.ndarray:
 
 
 def _group_spread(partition, group, params) -> float:
-    """||x - block_mean_g(x)|| / ||x|| over the params leaves touching ``group``."""
+    """||x - block_mean_g(x)|| / ||x|| over the params leaves touching ``group`` (NumPy)."""
+    ids = partition.groups[group]
+    u, k = ids.size, partition.num_blocks(group)
+    counts = np.bincount(ids, minlength=k)
     num = den = 0.0
     for path, x in collection_paths(params):
         for spec in partition.specs(path):
             if spec.group != group:
                 continue
-            d = jnp.asarray(x) - block_mean(x, *partition_axis(partition, spec, np.shape(x)[spec.axis]))
-            num += float(jnp.sum(d * d))
-            den += float(jnp.sum(jnp.square(jnp.asarray(x))))
+            x = np.asarray(x, np.float64)
+            xm = np.moveaxis(x, spec.axis, 0)
+            xm = xm.reshape((xm.shape[0] // u, u, -1))
+            sums = np.zeros((xm.shape[0], k, xm.shape[2]))
+            np.add.at(sums, (slice(None), ids), xm)
+            d = xm - (sums / counts[None, :, None])[:, ids]
+            num += float((d * d).sum())
+            den += float((x * x).sum())
     return float(np.sqrt(num / den)) if den > 0 else 0.0
+
+
+@functools.lru_cache(maxsize=64)
+def _forward(model, train: bool):
+    """Jitted (activations, preactivations, f'(preactivations)) of a model (cached)."""
+    from ..models import activation_derivative  # models sit below manifolds
+
+    deriv = activation_derivative(model.activation)
+
+    def fn(variables, x):
+        out = model.apply(variables, x, train=train)
+        return out.activations, out.preactivations, {k: deriv(z) for k, z in
+                                                     out.preactivations.items()}
+
+    return jax.jit(fn)
 
 
 def _clone_r2(h, ids) -> float:
@@ -194,32 +216,28 @@ def detect(model, variables, batch, *, eps: float = 1e-6, frac: float = 1.0,
     for name, v in (("eps", eps), ("dead_eps", dead_eps), ("weight_rtol", weight_rtol)):
         if not isinstance(v, (int, float)) or v < 0:
             raise InputError(f"{name}={v!r} must be a number >= 0")
-    from ..models import activation_derivative  # models sit below manifolds
-
     x = batch.get("x") if isinstance(batch, dict) else (batch[0] if isinstance(batch, tuple)
                                                           else batch)
     if train and (model.options.get("dropout", 0) or model.options.get("attention_dropout", 0)):
         from ..models import create
 
         no_drop = {k: 0.0 for k in ("dropout", "attention_dropout") if k in model.options}
-        out = create(model.name, **{**model.options, **no_drop}).apply(variables, x, train=True)
+        run = create(model.name, **{**model.options, **no_drop})
     else:
-        out = model.apply(variables, x, train=train)
+        run = model
+    acts, pre, dpre = _forward(run, bool(train))(variables, x)
     part = unit_partition(model, variables)
     params = variables["params"]
-    deriv = activation_derivative(model.activation)
-    flat = {k: np.asarray(a, np.float64).reshape(-1, np.shape(a)[-1])
-            for k, a in out.activations.items()}
+    flat = {k: np.asarray(a, np.float64).reshape(-1, np.shape(a)[-1]) for k, a in acts.items()}
 
     frozen_units, dead_units, ev_frozen = {}, {}, {}
     for layer in model.layer_kinds:
         lu = part.layers.get(layer)
-        if lu is None or not lu.activation or layer not in out.preactivations:
+        if lu is None or not lu.activation or layer not in pre:
             continue
-        z = jnp.asarray(out.preactivations[layer]).reshape(-1, flat[layer].shape[1])
-        f_frac = np.asarray(jnp.mean(jnp.abs(deriv(z)) <= eps, axis=0))
-        d_frac = np.mean((np.abs(flat[layer]) <= dead_eps) & (np.abs(np.asarray(deriv(z))) <= eps),
-                         axis=0)
+        small = np.abs(np.asarray(dpre[layer]).reshape(-1, flat[layer].shape[1])) <= eps
+        f_frac = small.mean(axis=0)
+        d_frac = ((np.abs(flat[layer]) <= dead_eps) & small).mean(axis=0)
         fz = np.flatnonzero(f_frac >= frac)
         if fz.size:
             dz = fz[d_frac[fz] >= frac]
@@ -257,10 +275,10 @@ def detect(model, variables, batch, *, eps: float = 1e-6, frac: float = 1.0,
         ev["clusters"] = [b.tolist() for b in partition.blocks(g) if b.size > 1]
         ev["spread"] = _group_spread(partition, g, params)
         ev["r2"] = {layer: _clone_r2(flat[layer], ids) for layer in monitored.get(g, [])}
-    reference = equitable_projection(partition, params)
+    reference, res = jax.jit(lambda p: (equitable_projection(partition, p),
+                                        equitable_residuals(partition, p)))(params)
     clo = cloned(partition, reference)
     fro = frozen(frozen_units, params, part, dead=dead_units)
-    res = equitable_residuals(partition, params)
     norm = max(float(res["norm"]), 1e-300)
     evidence = {
         "frozen": ev_frozen, "clones": ev_clones,

@@ -88,8 +88,8 @@ def test_wide_gradient_is_the_grad_mode_expansion_of_the_base_gradient(nets):
     wide_model, wide, part = mf.expand(model, variables, 2)
 
     def grad(m, v):
-        return jax.grad(lambda p: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
-            m.apply({**v, "params": p}, x).logits, y)))(v["params"])
+        return jax.jit(jax.grad(lambda p: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+            m.apply({**v, "params": p}, x).logits, y))))(v["params"])
 
     gb, gw = grad(model, variables), grad(wide_model, wide)
     state = optax.ScaleByAdamState(count=jnp.int32(3), mu=gb,
