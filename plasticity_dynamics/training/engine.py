@@ -35,29 +35,7 @@ import optax
 
 from ..errors import DivergenceError, InputError
 from .config import Config
-
-
-# --------------------------------------------------------------------- losses
-
-
-def masked_loss(logits, y, class_mask, kind: str):
-    """Mean loss of a batch.
-
-    xent: cross-entropy with the softmax restricted to ``class_mask`` (num_outputs,)
-    (PAPER.md 5.3); y int (B,). mse: mean squared error; y float (B,) or (B, out).
-    Returns (loss, accuracy); accuracy is the argmax over the *allowed* classes
-    (NaN-free; 0 for regression).
-    """
-    if kind == "xent":
-        masked = jnp.where(class_mask[None, :], logits, -jnp.inf)
-        logp = jax.nn.log_softmax(masked, axis=-1)
-        nll = -jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
-        acc = jnp.mean(jnp.argmax(masked, axis=-1) == y)
-        return jnp.mean(nll), acc
-    if kind == "mse":
-        target = y.reshape(logits.shape) if y.size == logits.size else y
-        return jnp.mean((logits - target) ** 2), jnp.zeros((), logits.dtype)
-    raise InputError(f"loss={kind!r} is not one of: xent, mse")
+from .step import masked_loss, train_step
 
 
 # ---------------------------------------------------------------- components
@@ -174,23 +152,16 @@ def make_chunk_fn(c: Components, length: int):
         # stream contract: one key for the whole task, steps counted from the task's start
         k_data = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 3), task)
         x, y, mask = stream.sample(data, k_data, step_idx - task_first)
-        variables = state["variables"]
-
-        def loss_fn(params):
-            out = model.apply({**variables, "params": params}, x, train=True, rng=k_drop)
-            loss, acc = masked_loss(out.logits, y, mask, stream.loss)
-            return loss, (out, acc)
-
-        (loss, (out, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
-        updates, opt_state = opt.update(grads, state["opt_state"], variables["params"])
-        params = optax.apply_updates(variables["params"], updates)
+        variables, opt_state, loss, acc, out = train_step(model, opt, stream.loss, state["variables"],
+                                                          state["opt_state"], x, y, mask, k_drop)
+        params = variables["params"]
         before = (params, opt_state, state["iv_state"])
         after = iv.apply(params, opt_state, state["iv_state"], out.activations, step_idx, k_iv)
         if iv_start > 0:  # the intervention switches on at a given step (bit-flipping SGD -> CBP)
             on = step_idx >= iv_start
             after = jax.tree_util.tree_map(lambda a, b: jnp.where(on, a, b), after, before)
         params, opt_state, iv_state = after
-        new_vars = {**out.variables, "params": params}
+        new_vars = {**variables, "params": params}
         return {"variables": new_vars, "opt_state": opt_state, "iv_state": iv_state}, (loss, acc)
 
     def chunk(state, seed, data, start, task_first, task):

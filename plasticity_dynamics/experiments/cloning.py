@@ -1,0 +1,412 @@
+"""Cloning experiments: a base network is trained, expanded ×2 by function-preserving
+cloning, and the clone is trained beside the base (Fig 2.1, B.7, B.8–B.11, B.12, B.13–B.14).
+PAPER.md 5.4–5.6.
+
+Protocol, per variant and seed (all seeds of a variant in one compiled, vmapped program):
+
+1. Train the base model for ``base_steps`` with the variant's optimiser (noise off) and dropout.
+2. ``pdx.manifolds.expand(model, variables, 2)``: every unit/channel/feature becomes two exact
+   clones (ViT: heads duplicated, so the wide ViT computes exactly the base function).
+3. Train the clone (fresh optimiser state, as the authors' code) and keep training the base
+   (its phase-1 state, noise off) on the *same* batches for ``clone_steps``.
+4. Every ``every`` steps, on a fixed class-balanced batch in eval mode: cloning R² of every
+   monitored layer, forward activations and backward signals (variance ratio, mean over layers
+   and both directions, PAPER.md 4), and the effective rank (mean over monitored layers) of the
+   clone and of the base; plus the training loss of both, averaged over the steps in between.
+
+R² is measured in eval mode: for dropout runs it asks whether the *weights* left the cloning
+manifold, not whether this step's masks differ.
+
+Variants: ``sgd`` (SGD, lr 0.01 at paper scale, no momentum as the paper's text; the authors'
+code used momentum 0.9: pass ``momentum``), ``noisy`` (noisy SGD σ₀ = 0.01, λ = 0.999), ``dropout``
+(p = 0.1), ``adam``. Scales: ``paper`` (CIFAR-10 from ``--data-dir``, the paper's models, 20 +
+500 epochs ≈ 7,800 + 195,000 steps, 5 seeds), ``small`` (MLP on mnist1d, CNN/ResNet/ViT on digits,
+CPU presets), ``smoke`` (MLP, a few hundred steps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .registry import register
+
+_SCALE = {
+    "smoke": dict(base_steps=150, clone_steps=300, every=30, seeds=2, mbs=200, batch=64, lr=0.05),
+    "small": dict(base_steps=600, clone_steps=3000, every=150, seeds=3, mbs=300, batch=128, lr=0.05),
+    "paper": dict(base_steps=7820, clone_steps=195_500, every=3910, seeds=5, mbs=500, batch=128, lr=0.01),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One cloned-training setting. ``noise`` = (σ₀, λ) for noisy SGD; ``optimizer`` sgd|adam."""
+
+    name: str
+    optimizer: str = "sgd"
+    lr: float | None = None
+    momentum: float = 0.0
+    dropout: float = 0.0
+    noise: tuple | None = None
+
+
+SGD, NOISY, DROPOUT = Variant("SGD"), Variant("SGD + noise", noise=(0.01, 0.999)), Variant("SGD + dropout", dropout=0.1)
+
+
+def _family_setup(family: str, scale: str, data_dir, dropout: float):
+    from .. import data as pdata
+    from .. import models as pmodels
+
+    if scale == "paper":
+        ds = pdata.load("cifar10", data_dir=data_dir)
+        preset = "paper"
+    else:
+        ds = pdata.load("mnist1d" if family == "mlp" else "digits")
+        preset = "small"
+    opts = {"dropout": dropout, "num_outputs": ds.num_classes, "norm": "layer" if family == "vit" else "batch"}
+    if family == "vit":
+        opts["attention_dropout"] = dropout
+    model = pmodels.create(family, preset=preset, **opts)
+    return ds, model
+
+
+def _metric_batch(ds, size: int, seed: int = 0):
+    """A fixed class-balanced batch of the training set (NumPy)."""
+    rng = np.random.default_rng(seed)
+    per = max(1, size // ds.num_classes)
+    idx = np.concatenate([rng.permutation(np.flatnonzero(ds.y_train == c))[:per] for c in range(ds.num_classes)])
+    return ds.x_train[idx], ds.y_train[idx]
+
+
+def _optimizer(v: Variant, lr: float, with_noise: bool):
+    from ..optim import make_optimizer
+
+    if v.optimizer == "adam":
+        return make_optimizer("adam", v.lr or lr / 10)
+    if v.noise is not None and with_noise:
+        return make_optimizer("noisy_sgd", v.lr or lr, momentum=v.momentum, noise_sigma0=v.noise[0],
+                              noise_decay=v.noise[1])
+    return make_optimizer("sgd", v.lr or lr, momentum=v.momentum)
+
+
+def _partitions(model, partition) -> dict:
+    return {layer: partition.groups[partition.group_of(layer)] for layer in model.layer_kinds}
+
+
+def clone_run(family: str, variant: Variant, scale: str, data_dir=None, seed0: int = 0) -> dict:
+    """Train base, expand ×2, train clone and base side by side. Returns NumPy series:
+    ``step`` (R,), and (seeds, R) arrays ``r2``, ``r2_fwd``, ``r2_bwd``, ``loss_clone``,
+    ``loss_base``, ``rank_clone``, ``rank_base``; scalars ``clone_start_step`` and
+    ``max_output_gap`` (largest |clone − base| logit difference right after expansion)."""
+    from ..manifolds import expand
+    from ..metrics import make_unit_metrics_fn
+    from ..optim import reseed_noise
+    from ..training.step import train_step
+
+    s = _SCALE[scale]
+    ds, model = _family_setup(family, scale, data_dir, variant.dropout)
+    n_seeds, batch, lr = s["seeds"], s["batch"], s["lr"]
+    xs, ys = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+    mx, my = (jnp.asarray(a) for a in _metric_batch(ds, s["mbs"]))
+    mask = jnp.ones((ds.num_classes,), bool)
+    n = xs.shape[0]
+    opt_base = _optimizer(variant, lr, with_noise=False)
+    opt_clone = _optimizer(variant, lr, with_noise=True)
+
+    def batch_at(seed, step):
+        k = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 11), step)
+        idx = jax.random.randint(k, (batch,), 0, n)
+        return xs[idx], ys[idx], jax.random.fold_in(k, 1)
+
+    def phase1(seed):
+        variables = model.init(jax.random.PRNGKey(seed), xs[:2])
+        opt_state = opt_base.init(variables["params"])
+
+        def body(carry, t):
+            v, o = carry
+            x, y, k = batch_at(seed, t)
+            v, o, loss, _, _ = train_step(model, opt_base, "xent", v, o, x, y, mask, k)
+            return (v, o), loss
+
+        (variables, opt_state), _ = jax.lax.scan(body, (variables, opt_state), jnp.arange(s["base_steps"]))
+        return variables, opt_state
+
+    seeds = jnp.arange(seed0, seed0 + n_seeds)
+    base_vars, base_opt = jax.jit(jax.vmap(phase1))(seeds)
+
+    one = jax.tree_util.tree_map(lambda a: a[0], base_vars)
+    wide_model, _, partition = expand(model, one, 2)
+    wide_vars = _expand_seeds(model, base_vars)
+    gap = float(jnp.max(jnp.abs(wide_model.apply(jax.tree_util.tree_map(lambda a: a[0], wide_vars), mx).logits
+                                - model.apply(one, mx).logits)))
+    clone_opt = jax.vmap(lambda v, k: reseed_noise(opt_clone.init(v["params"]), k))(
+        wide_vars, jax.vmap(lambda sd: jax.random.fold_in(jax.random.PRNGKey(sd), 99))(seeds))
+
+    parts = _partitions(wide_model, partition)
+    m_wide = make_unit_metrics_fn(wide_model, loss="xent", partitions=parts, jit=False)
+    m_base = make_unit_metrics_fn(model, loss="xent", jit=False)
+    every = s["every"]
+
+    def chunk(carry, seed, start):
+        def body(c, i):
+            wv, wo, bv, bo = c
+            x, y, k = batch_at(seed, s["base_steps"] + start + i)
+            wv, wo, lw, _, _ = train_step(wide_model, opt_clone, "xent", wv, wo, x, y, mask, k)
+            bv, bo, lb, _, _ = train_step(model, opt_base, "xent", bv, bo, x, y, mask, jax.random.fold_in(k, 2))
+            return (wv, wo, bv, bo), (lw, lb)
+
+        carry, (lw, lb) = jax.lax.scan(body, carry, jnp.arange(every))
+        return carry, (lw.mean(), lb.mean())
+
+    run_chunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)))
+    measure = jax.jit(jax.vmap(lambda wv, bv: (m_wide(wv, mx, my, mask), m_base(bv, mx, my, mask))))
+
+    def record(wv, bv):
+        mw, mb = jax.device_get(measure(wv, bv))
+        fwd = np.mean([np.asarray(v) for v in mw["clone_r2_fwd"].values()], axis=0)
+        bwd = np.mean([np.asarray(v) for v in mw["clone_r2_bwd"].values()], axis=0)
+        rc = np.mean([np.asarray(v) for v in mw["effective_rank"].values()], axis=0)
+        rb = np.mean([np.asarray(v) for v in mb["effective_rank"].values()], axis=0)
+        return fwd, bwd, rc, rb
+
+    carry = (wide_vars, clone_opt, base_vars, base_opt)
+    fwd0, bwd0, rc0, rb0 = record(wide_vars, base_vars)
+    steps, cols = [s["base_steps"]], {k: [v] for k, v in
+                                     dict(r2_fwd=fwd0, r2_bwd=bwd0, rank_clone=rc0, rank_base=rb0).items()}
+    cols["loss_clone"], cols["loss_base"] = [np.full(n_seeds, np.nan)], [np.full(n_seeds, np.nan)]
+    for start in range(0, s["clone_steps"], every):
+        carry, (lw, lb) = run_chunk(carry, seeds, jnp.int32(start))
+        fwd, bwd, rc, rb = record(carry[0], carry[2])
+        steps.append(s["base_steps"] + start + every)
+        for k, v in dict(r2_fwd=fwd, r2_bwd=bwd, rank_clone=rc, rank_base=rb,
+                         loss_clone=np.asarray(lw), loss_base=np.asarray(lb)).items():
+            cols[k].append(v)
+    out = {k: np.stack(v, axis=1) for k, v in cols.items()}
+    out["r2"] = (out["r2_fwd"] + out["r2_bwd"]) / 2
+    out["step"] = np.asarray(steps)
+    out["clone_start_step"] = s["base_steps"]
+    out["max_output_gap"] = gap
+    return out
+
+
+def _expand_seeds(model, base_vars):
+    """Expand every seed's variables (expand works on one network; loop over the seed axis)."""
+    from ..manifolds import expand
+
+    n = jax.tree_util.tree_leaves(base_vars)[0].shape[0]
+    wides = [expand(model, jax.tree_util.tree_map(lambda a: a[i], base_vars), 2)[1] for i in range(n)]
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *wides)
+
+
+# ------------------------------------------------------------------------------ figures
+
+
+def _band(ax, x, y, label=None, color=None, style="-"):
+    m, sd = np.nanmean(y, 0), np.nanstd(y, 0)
+    line, = ax.plot(x, m, style, color=color, label=label)
+    ax.fill_between(x, m - sd, m + sd, alpha=0.2, color=line.get_color())
+    return line
+
+
+def _panels(axes, runs: dict, clone_start: int, base_dotted: bool = True):
+    """R², loss (clone solid, base dotted) and effective rank, one curve per variant."""
+    for i, (name, r) in enumerate(runs.items()):
+        c = f"C{i}"
+        _band(axes[0], r["step"], r["r2"], name, c)
+        _band(axes[1], r["step"][1:], r["loss_clone"][:, 1:], name, c)
+        if base_dotted:
+            _band(axes[1], r["step"][1:], r["loss_base"][:, 1:], None, c, ":")
+        _band(axes[2], r["step"], r["rank_clone"], name, c)
+        if base_dotted:
+            _band(axes[2], r["step"], r["rank_base"], None, c, ":")
+    for ax, t in zip(axes, ("cloning R²", "training loss (dotted: base)", "effective rank (dotted: base)")):
+        ax.axvline(clone_start, color="k", linestyle="--", linewidth=0.8)
+        ax.set_title(t, fontsize=9)
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=7)
+
+
+def _end(r, key):
+    return float(np.nanmean(r[key][:, -1]))
+
+
+def _summary(runs: dict) -> dict:
+    return {name: {"r2_end": _end(r, "r2"), "r2_min": float(np.nanmin(r["r2"].mean(0))),
+                   "loss_clone_end": _end(r, "loss_clone"), "loss_base_end": _end(r, "loss_base"),
+                   "rank_clone_end": _end(r, "rank_clone"), "rank_base_end": _end(r, "rank_base"),
+                   "max_output_gap_at_cloning": r["max_output_gap"]} for name, r in runs.items()}
+
+
+def _trapped_checks(res: dict, prefix: str = "") -> list:
+    checks = []
+    for name, r in res.items():
+        stays = not any(t in name for t in ("noise", "dropout"))
+        if stays:
+            checks.append((f"{prefix}{name}: R² stays 1 (trapped)", f"min R² {r['r2_min']:.6f}",
+                           r["r2_min"] > 1 - 1e-5))
+        else:
+            checks.append((f"{prefix}{name}: R² falls below 0.99 (escapes)", f"end R² {r['r2_end']:.4f}",
+                           r["r2_end"] < 0.99))
+    return checks
+
+
+def _families(scale):
+    return ("mlp",) if scale == "smoke" else ("mlp", "cnn", "resnet18", "vit")
+
+
+@register("cloning", "Fig 2.1",
+          "Cloned MLP: R², training loss against the base, and effective rank for SGD, noisy SGD and dropout.")
+def run_cloning(scale: str, out_dir: Path, data_dir=None, progress=True) -> dict:
+    import matplotlib.pyplot as plt
+
+    from ..plotting.run import save_figure
+
+    runs = {v.name: clone_run("mlp", v, scale, data_dir) for v in _progress((SGD, NOISY, DROPOUT), progress)}
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    _panels(axes, runs, _SCALE[scale]["base_steps"])
+    fig.suptitle("Fig 2.1: cloned MLP (dashed: cloning)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, out_dir / "figures" / "fig2_1")
+    res = _summary(runs)
+    checks = _trapped_checks(res)
+    checks.append(("noisy clone reaches a lower loss than the SGD clone",
+                   f"{res['SGD + noise']['loss_clone_end']:.3f} vs {res['SGD']['loss_clone_end']:.3f}",
+                   res["SGD + noise"]["loss_clone_end"] < res["SGD"]["loss_clone_end"]))
+    checks.append(("noisy clone has a higher effective rank than the SGD clone",
+                   f"{res['SGD + noise']['rank_clone_end']:.1f} vs {res['SGD']['rank_clone_end']:.1f}",
+                   res["SGD + noise"]["rank_clone_end"] > res["SGD"]["rank_clone_end"]))
+    return {"results": res, "checks": checks, "notes": _notes(scale)}
+
+
+@register("cloning-families", "Fig B.7",
+          "Cloning in all four families (BN; LN for the ViT): R², loss and effective rank for SGD, noise, dropout.")
+def run_cloning_families(scale: str, out_dir: Path, data_dir=None, progress=True) -> dict:
+    import matplotlib.pyplot as plt
+
+    from ..plotting.run import save_figure
+
+    fams = _families(scale)
+    fig, axes = plt.subplots(len(fams), 3, figsize=(13, 3.2 * len(fams)), squeeze=False)
+    results, checks = {}, []
+    for i, fam in enumerate(_progress(fams, progress)):
+        runs = {v.name: clone_run(fam, v, scale, data_dir) for v in (SGD, NOISY, DROPOUT)}
+        _panels(axes[i], runs, _SCALE[scale]["base_steps"])
+        axes[i][0].set_ylabel(fam)
+        results[fam] = _summary(runs)
+        checks += _trapped_checks(results[fam], f"{fam} ")
+    fig.suptitle("Fig B.7: cloning in every family", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, out_dir / "figures" / "figB_7")
+    return {"results": results, "checks": checks, "notes": _notes(scale)}
+
+
+@register("cloning-noise", "Fig B.8–B.11",
+          "Noisy SGD after cloning: loss for σ₀ × λ sweeps (MLP and ViT).")
+def run_cloning_noise(scale: str, out_dir: Path, data_dir=None, progress=True) -> dict:
+    import matplotlib.pyplot as plt
+
+    from ..plotting.run import save_figure
+
+    sigmas = (0.01, 0.05) if scale == "smoke" else (0.01, 0.02, 0.05)
+    lambdas = (0.0, 0.999) if scale == "smoke" else (0.0, 0.9, 0.99, 0.999, 1.0)
+    fams = ("mlp",) if scale == "smoke" else ("mlp", "vit")
+    results, checks = {}, []
+    for fam in fams:
+        base = clone_run(fam, SGD, scale, data_dir)
+        grid = {(s0, lam): clone_run(fam, Variant(f"σ₀={s0}, λ={lam}", noise=(s0, lam)), scale, data_dir)
+                for s0 in _progress(sigmas, progress) for lam in lambdas}
+        for by, other in (("lambda", sigmas), ("sigma", lambdas)):
+            panels = lambdas if by == "lambda" else sigmas
+            fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+            for j, p in enumerate(panels):
+                ax = axes[0][j]
+                for k, o in enumerate(other):
+                    r = grid[(o, p)] if by == "lambda" else grid[(p, o)]
+                    _band(ax, r["step"][1:], r["loss_clone"][:, 1:], f"{'σ₀' if by == 'lambda' else 'λ'}={o}", f"C{k}")
+                _band(ax, base["step"][1:], base["loss_base"][:, 1:], "base", "k", ":")
+                _band(ax, base["step"][1:], base["loss_clone"][:, 1:], "SGD clone", "grey")
+                ax.set_title(f"{fam}: {'λ' if by == 'lambda' else 'σ₀'} = {p}", fontsize=9)
+                ax.set_xlabel("step")
+                ax.legend(fontsize=6)
+            fig.suptitle(f"noisy-SGD clone loss ({fam}), one panel per {'λ' if by == 'lambda' else 'σ₀'}", fontsize=10)
+            fig.tight_layout()
+            number = {("mlp", "lambda"): 8, ("mlp", "sigma"): 9, ("vit", "lambda"): 10, ("vit", "sigma"): 11}[(fam, by)]
+            save_figure(fig, out_dir / "figures" / f"figB_{number}")
+        results[fam] = {f"{s0},{lam}": {"loss_clone_end": _end(r, "loss_clone"), "r2_end": _end(r, "r2")}
+                        for (s0, lam), r in grid.items()}
+        results[fam]["SGD"] = {"loss_clone_end": _end(base, "loss_clone"), "loss_base_end": _end(base, "loss_base")}
+        single = results[fam][f"{sigmas[0]},0.0"]
+        checks.append((f"{fam}: a single noisy step (λ = 0) breaks the clones", f"end R² {single['r2_end']:.4f}",
+                       single["r2_end"] < 0.99))
+    return {"results": results, "checks": checks, "notes": _notes(scale)}
+
+
+@register("cloning-dropout", "Fig B.12",
+          "Dropout p ∈ {0, 0.1, 0.2} after cloning: clone loss (solid) against the base (dotted).")
+def run_cloning_dropout(scale: str, out_dir: Path, data_dir=None, progress=True) -> dict:
+    import matplotlib.pyplot as plt
+
+    from ..plotting.run import save_figure
+
+    fams = ("mlp",) if scale == "smoke" else ("mlp", "cnn", "vit")
+    fig, axes = plt.subplots(1, len(fams), figsize=(4.5 * len(fams), 3.3), squeeze=False)
+    results, checks = {}, []
+    for i, fam in enumerate(fams):
+        runs = {f"p={p}": clone_run(fam, Variant(f"p={p}", dropout=p), scale, data_dir)
+                for p in _progress((0.0, 0.1, 0.2), progress)}
+        for j, (name, r) in enumerate(runs.items()):
+            _band(axes[0][i], r["step"][1:], r["loss_clone"][:, 1:], name, f"C{j}")
+            _band(axes[0][i], r["step"][1:], r["loss_base"][:, 1:], None, f"C{j}", ":")
+        axes[0][i].set_title(f"{fam}", fontsize=9)
+        axes[0][i].legend(fontsize=7)
+        results[fam] = _summary(runs)
+        checks.append((f"{fam}: dropout breaks the clones", f"end R² (p=0.1) {results[fam]['p=0.1']['r2_end']:.4f}",
+                       results[fam]["p=0.1"]["r2_end"] < 0.99))
+    fig.suptitle("Fig B.12: dropout after cloning (dotted: base)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, out_dir / "figures" / "figB_12")
+    return {"results": results, "checks": checks, "notes": _notes(scale)}
+
+
+@register("cloning-optimizers", "Fig B.13–B.14",
+          "SGD against Adam after cloning (MLP and ViT): loss, R², effective rank. Both stay trapped.")
+def run_cloning_optimizers(scale: str, out_dir: Path, data_dir=None, progress=True) -> dict:
+    import matplotlib.pyplot as plt
+
+    from ..plotting.run import save_figure
+
+    fams = ("mlp",) if scale == "smoke" else ("mlp", "vit")
+    fig, axes = plt.subplots(len(fams), 3, figsize=(13, 3.3 * len(fams)), squeeze=False)
+    results, checks = {}, []
+    for i, fam in enumerate(fams):
+        runs = {v.name: clone_run(fam, v, scale, data_dir) for v in _progress((SGD, Variant("Adam", "adam")), progress)}
+        _panels(axes[i], runs, _SCALE[scale]["base_steps"])
+        axes[i][0].set_ylabel(fam)
+        results[fam] = _summary(runs)
+        checks += _trapped_checks(results[fam], f"{fam} ")
+    fig.suptitle("Fig B.13 (MLP) / B.14 (ViT): SGD vs Adam after cloning", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, out_dir / "figures" / "figB_13_14")
+    return {"results": results, "checks": checks, "notes": _notes(scale)}
+
+
+def _notes(scale):
+    s = _SCALE[scale]
+    return [f"{s['base_steps']} base steps, then {s['clone_steps']} steps of clone and base side by side; "
+            f"{s['seeds']} seeds; batch {s['batch']}; SGD lr {s['lr']} (Adam lr {s['lr'] / 10}); records every "
+            f"{s['every']} steps on a fixed class-balanced batch of {s['mbs']} (eval mode).",
+            "R² = mean over monitored layers and both directions of the variance-ratio R² (PAPER.md 4); "
+            "bands are the std over seeds."]
+
+
+def _progress(items, enabled):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc="variants", leave=False)

@@ -1,0 +1,52 @@
+"""One optimiser step of a model on a batch: the map θ_{t+1} = F(θ_t, s_t, batch).
+
+Shared by the training engine and the experiments (cloning runs train a base and an
+expanded model side by side with it). Pure and jit/vmap/scan-safe.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ..errors import InputError
+
+
+def masked_loss(logits, y, class_mask, kind: str):
+    """Mean loss of a batch and its accuracy.
+
+    xent: cross-entropy with the softmax restricted to ``class_mask`` (num_outputs,) bool
+    (PAPER.md 5.3); y int (B,). mse: mean squared error; y float (B,) or (B, out).
+    Accuracy is the argmax over the *allowed* classes (0 for regression).
+    """
+    if kind == "xent":
+        masked = jnp.where(class_mask[None, :], logits, -jnp.inf)
+        logp = jax.nn.log_softmax(masked, axis=-1)
+        nll = -jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
+        acc = jnp.mean(jnp.argmax(masked, axis=-1) == y)
+        return jnp.mean(nll), acc
+    if kind == "mse":
+        target = y.reshape(logits.shape) if y.size == logits.size else y
+        return jnp.mean((logits - target) ** 2), jnp.zeros((), logits.dtype)
+    raise InputError(f"loss={kind!r} is not one of: xent, mse")
+
+
+def train_step(model, optimizer: optax.GradientTransformation, loss_kind: str, variables, opt_state,
+               x, y, class_mask, rng):
+    """Forward in train mode (dropout with ``rng``, batch statistics), loss, gradient, update.
+
+    Returns (variables, opt_state, loss, accuracy, output). ``output.activations`` are the
+    monitored activations of this batch (interventions such as CBP read them).
+    Cost: one forward and one backward pass.
+    """
+
+    def loss_fn(params):
+        out = model.apply({**variables, "params": params}, x, train=True, rng=rng)
+        loss, acc = masked_loss(out.logits, y, class_mask, loss_kind)
+        return loss, (out, acc)
+
+    (loss, (out, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
+    updates, opt_state = optimizer.update(grads, opt_state, variables["params"])
+    params = optax.apply_updates(variables["params"], updates)
+    return {**out.variables, "params": params}, opt_state, loss, acc, out
