@@ -187,7 +187,7 @@ def normal_spectrum(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
         ``rtol = sqrt(eps_f32)`` (about 3.5e-4, the accuracy of float32 Ritz values of an
         ill-conditioned block) and ``atol = 100 eps_f32 ||H||_F`` with ``||H||_F`` estimated as
         ``sqrt(n) ||H u||`` for one random unit u (the rounding level of float32 HVPs).
-      batch_size: HVPs evaluated together (dense path and residuals).
+      batch_size: HVPs evaluated together (dense path and lobpcg residuals).
     Returns:
       :class:`Spectrum`.
     Cost: dense: normal_dim HVPs, O(n d^2) for the basis, O(d^3) float64 eigh. lanczos: m HVPs +
@@ -253,7 +253,8 @@ def normal_spectrum(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
     tol = max(rtol * float(np.max(np.abs(theta))) if len(theta) else 0.0, atol)
     if len(resid) and np.max(resid) > max(tol, 10 * eps * float(np.max(np.abs(theta)))):
         warnings.warn(f"normal_spectrum ({method}): largest residual {np.max(resid):.2e} exceeds "
-                      f"tolerance {tol:.2e}; raise num_iters", ConvergenceWarning, stacklevel=2)
+                      f"tolerance {tol:.2e} (extreme pairs: {resid[0]:.2e}, {resid[-1]:.2e}); "
+                      "raise num_iters", ConvergenceWarning, stacklevel=2)
     eigvecs = unravel_rows(vecs)
     return Spectrum(np.asarray(theta, np.float64), eigvecs, classify(theta, tol), method,
                     np.asarray(resid, np.float64), int(hvps), time.perf_counter() - t0, tol, d)
