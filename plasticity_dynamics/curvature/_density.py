@@ -23,7 +23,8 @@ from jax.flatten_util import ravel_pytree
 from ..errors import check_positive
 from ._hvp import hvp
 from ._krylov import LanczosResult, lanczos, lanczos_ritz
-from ._protocol import ManifoldLike, PyTree, _ById, bind, default_key
+from ._protocol import (ManifoldLike, PyTree, _ById, bind, default_key, manifold_args,
+                        resolve_manifold)
 
 
 class TraceEstimate(NamedTuple):
@@ -56,7 +57,7 @@ def _ops(loss, manifold, params, args):
     def normal(x):
         if manifold is None:
             return x
-        return ravel_pytree(manifold.obj.normal(unravel(x)))[0]
+        return ravel_pytree(manifold.normal(unravel(x)))[0]
 
     def op(x):
         return normal(ravel_pytree(hvp(loss_p, params, unravel(normal(x))))[0])
@@ -69,8 +70,8 @@ def _rademacher(key, shape, dtype):
 
 
 @partial(jax.jit, static_argnames=("loss", "manifold", "num_samples", "batch_size"))
-def _hutch_kernel(params, args, key, *, loss, manifold, num_samples, batch_size):
-    flat, normal, op = _ops(loss, manifold, params, args)
+def _hutch_kernel(params, args, key, man_dyn, *, loss, manifold, num_samples, batch_size):
+    flat, normal, op = _ops(loss, resolve_manifold(manifold, man_dyn), params, args)
     z = _rademacher(key, (num_samples, flat.shape[0]), flat.dtype)
     return jax.lax.map(lambda v: jnp.vdot(normal(v), op(v)), z, batch_size=batch_size)
 
@@ -86,16 +87,17 @@ def hutchinson_trace(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, key
     estimate is exact for diagonal A and stderr shrinks like ``1/sqrt(num_samples)``.
     """
     check_positive("num_samples", num_samples, integer=True)
-    s = np.asarray(_hutch_kernel(params, tuple(args), default_key(key), loss=_ById(loss_fn),
-                                 manifold=None if manifold is None else _ById(manifold),
-                                 num_samples=num_samples, batch_size=batch_size), np.float64)
+    man, man_dyn = manifold_args(manifold)
+    s = np.asarray(_hutch_kernel(params, tuple(args), default_key(key), man_dyn,
+                                 loss=_ById(loss_fn), manifold=man, num_samples=num_samples,
+                                 batch_size=batch_size), np.float64)
     err = float(s.std(ddof=1) / np.sqrt(s.size)) if s.size > 1 else float("nan")
     return TraceEstimate(float(s.mean()), err, s)
 
 
 @partial(jax.jit, static_argnames=("loss", "manifold", "num_iters", "num_probes"))
-def _slq_kernel(params, args, key, *, loss, manifold, num_iters, num_probes):
-    flat, normal, op = _ops(loss, manifold, params, args)
+def _slq_kernel(params, args, key, man_dyn, *, loss, manifold, num_iters, num_probes):
+    flat, normal, op = _ops(loss, resolve_manifold(manifold, man_dyn), params, args)
     z = jax.vmap(normal)(_rademacher(key, (num_probes, flat.shape[0]), flat.dtype))
 
     def one(v):
@@ -126,9 +128,10 @@ def slq_density(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, key=None
     check_positive("num_iters", num_iters, integer=True)
     check_positive("num_probes", num_probes, integer=True)
     dim = int(ravel_pytree(params)[0].shape[0]) if manifold is None else int(manifold.normal_dim)
-    a, b, depth, z2 = _slq_kernel(params, tuple(args), default_key(key), loss=_ById(loss_fn),
-                                  manifold=None if manifold is None else _ById(manifold),
-                                  num_iters=num_iters, num_probes=num_probes)
+    man, man_dyn = manifold_args(manifold)
+    a, b, depth, z2 = _slq_kernel(params, tuple(args), default_key(key), man_dyn,
+                                  loss=_ById(loss_fn), manifold=man, num_iters=num_iters,
+                                  num_probes=num_probes)
     nodes = np.zeros((num_probes, num_iters))
     weights = np.zeros((num_probes, num_iters))
     for p in range(num_probes):  # tiny m x m eigenproblems in float64, outside jit

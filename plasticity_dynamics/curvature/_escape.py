@@ -19,7 +19,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from ..errors import InputError, check_positive
-from ._protocol import ManifoldLike, PyTree, _ById, bind, default_key, float32_eps, np_ravel
+from ._protocol import (ManifoldLike, PyTree, _ById, bind, default_key, float32_eps,
+                        manifold_args, np_ravel, resolve_manifold)
 from ._spectrum import normal_spectrum
 from ._update_map import update_map_radius
 
@@ -42,13 +43,15 @@ class EscapeResult(NamedTuple):
 
 
 @partial(jax.jit, static_argnames=("loss", "opt", "manifold", "steps", "kind"))
-def _train(point, direction, key, eps, opt_state, args, *, loss, opt, manifold, steps, kind):
+def _train(point, direction, key, eps, opt_state, args, man_dyn, *, loss, opt, manifold, steps,
+           kind):
     """Build the unit direction, perturb, and run ``steps`` optimiser steps in one scan."""
     loss_p = bind(loss, args)
+    manifold = resolve_manifold(manifold, man_dyn)
     flat, unravel = ravel_pytree(point)
 
     def normal(x):
-        return ravel_pytree(manifold.obj.normal(unravel(x)))[0]
+        return ravel_pytree(manifold.normal(unravel(x)))[0]
 
     u = direction if kind == "given" else jax.random.normal(key, flat.shape, flat.dtype)
     if kind != "random":
@@ -62,10 +65,10 @@ def _train(point, direction, key, eps, opt_state, args, *, loss, opt, manifold, 
         val, g = jax.value_and_grad(loss_p)(p)
         upd, s = opt.obj.update(g, s, p)
         p = optax.apply_updates(p, upd)
-        return (p, s), (manifold.obj.distance(p), val)
+        return (p, s), (manifold.distance(p), val)
 
     (p, _), (dist, losses) = jax.lax.scan(one, (params, opt_state), None, length=steps)
-    d0 = manifold.obj.distance(params)
+    d0 = manifold.distance(params)
     return (p, jnp.concatenate([d0[None], dist]), jnp.concatenate([losses, loss_p(p)[None]]),
             u, nrm)
 
@@ -134,8 +137,8 @@ def escape(loss_fn: Callable[[PyTree], jax.Array], optimizer: optax.GradientTran
     state0 = optimizer.init(point) if opt_state is None else opt_state
     final, dist, losses, u, nrm = _train(
         point, jnp.asarray(given, flat.dtype) if kind == "given" else None, default_key(key),
-        eps, state0, tuple(args), loss=_ById(loss_fn), opt=_ById(optimizer),
-        manifold=_ById(manifold), steps=steps, kind=kind)
+        eps, state0, tuple(args), manifold_args(manifold)[1], loss=_ById(loss_fn),
+        opt=_ById(optimizer), manifold=manifold_args(manifold)[0], steps=steps, kind=kind)
     if not float(nrm) > 0:
         raise InputError("direction has no component in the normal space (norm 0)")
     dist = np.asarray(dist, np.float64)

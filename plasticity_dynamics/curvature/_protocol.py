@@ -81,6 +81,35 @@ def tree_unstack(flat_rows: jax.Array, unravel) -> PyTree:
     return jax.vmap(unravel)(flat_rows)
 
 
+_ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, float, int, bool)
+
+
+def manifold_args(manifold):
+    """Split a manifold into ``(static, dynamic)`` kernel arguments.
+
+    A manifold registered as a pytree of arrays (as ``pdx.manifolds.Manifold`` is) travels as
+    a traced argument, so a *new* manifold of the same structure (another checkpoint, another
+    set of frozen units of the same layers) reuses the compiled kernel. Anything else is a
+    static argument compared by identity. ``None`` stays ``(None, None)``.
+    """
+    if manifold is None:
+        return None, None
+    leaves, treedef = jax.tree.flatten(manifold)
+    is_node = not (len(leaves) == 1 and leaves[0] is manifold)
+    if is_node and all(isinstance(x, _ARRAY_TYPES) for x in leaves):
+        try:
+            hash(treedef)
+            return None, manifold
+        except TypeError:  # unhashable aux data: cannot key a jit cache on it
+            pass
+    return _ById(manifold), None
+
+
+def resolve_manifold(static, dynamic):
+    """The manifold object inside a kernel (see :func:`manifold_args`)."""
+    return static.obj if static is not None else dynamic
+
+
 def bind(loss: "_ById", args: tuple) -> Callable:
     """``loss_fn(params, *args)`` as a function of params only (inside a kernel)."""
     return lambda p: loss.obj(p, *args)

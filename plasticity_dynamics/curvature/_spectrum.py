@@ -26,7 +26,8 @@ from jax.flatten_util import ravel_pytree
 from ..errors import ConvergenceWarning, InputError, check_choice, check_positive
 from ._hvp import hvp
 from ._krylov import lanczos, lanczos_ritz, lobpcg_lowest
-from ._protocol import ManifoldLike, PyTree, _ById, bind, default_key, float32_eps, np_ravel
+from ._protocol import (ManifoldLike, PyTree, _ById, bind, default_key, float32_eps,
+                        manifold_args, np_ravel, resolve_manifold)
 
 VERDICTS = ("stable", "unstable", "saddle", "degenerate")
 METHODS = ("auto", "dense", "lanczos", "lobpcg")
@@ -93,7 +94,7 @@ def _flat_fns(loss, manifold, params, args):
     loss_p = bind(loss, args)
 
     def normal(x):
-        return ravel_pytree(manifold.obj.normal(unravel(x)))[0]
+        return ravel_pytree(manifold.normal(unravel(x)))[0]
 
     def hess(x):
         return ravel_pytree(hvp(loss_p, params, unravel(x)))[0]
@@ -108,8 +109,8 @@ def _frobenius_estimate(hess, flat, key):
 
 
 @partial(jax.jit, static_argnames=("loss", "manifold", "d", "batch_size"))
-def _dense_kernel(params, args, key, *, loss, manifold, d, batch_size):
-    flat, normal, hess = _flat_fns(loss, manifold, params, args)
+def _dense_kernel(params, args, key, man_dyn, *, loss, manifold, d, batch_size):
+    flat, normal, hess = _flat_fns(loss, resolve_manifold(manifold, man_dyn), params, args)
     k1, k2 = jax.random.split(key)
     sketch = jax.vmap(normal)(jax.random.normal(k1, (d, flat.shape[0]), flat.dtype))
     q, r = jnp.linalg.qr(sketch.T)
@@ -119,8 +120,8 @@ def _dense_kernel(params, args, key, *, loss, manifold, d, batch_size):
 
 
 @partial(jax.jit, static_argnames=("loss", "manifold", "num_iters"))
-def _lanczos_kernel(params, args, key, *, loss, manifold, num_iters):
-    flat, normal, hess = _flat_fns(loss, manifold, params, args)
+def _lanczos_kernel(params, args, key, man_dyn, *, loss, manifold, num_iters):
+    flat, normal, hess = _flat_fns(loss, resolve_manifold(manifold, man_dyn), params, args)
     k1, k2 = jax.random.split(key)
     v0 = normal(jax.random.normal(k1, flat.shape, flat.dtype))
     res = lanczos(lambda x: normal(hess(normal(x))), v0, num_iters)
@@ -128,8 +129,8 @@ def _lanczos_kernel(params, args, key, *, loss, manifold, num_iters):
 
 
 @partial(jax.jit, static_argnames=("loss", "manifold", "k", "num_iters", "batch_size"))
-def _lobpcg_kernel(params, args, key, *, loss, manifold, k, num_iters, batch_size):
-    flat, normal, hess = _flat_fns(loss, manifold, params, args)
+def _lobpcg_kernel(params, args, key, man_dyn, *, loss, manifold, k, num_iters, batch_size):
+    flat, normal, hess = _flat_fns(loss, resolve_manifold(manifold, man_dyn), params, args)
     k0, k1, k2 = jax.random.split(key, 3)
     a_n = lambda x: normal(hess(normal(x)))  # noqa: E731
     # shift s >= ||A_N||: Gershgorin bound of a short Lanczos tridiagonal plus its last beta
@@ -171,9 +172,10 @@ def normal_spectrum(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
     """The k lowest and k highest eigenpairs of H restricted to the normal space, and a verdict.
 
     Args:
-      loss_fn: scalar loss ``loss_fn(params, *args)``. Passing the same function and manifold
-        objects again (with new params or new ``args`` of the same shapes) reuses the compiled
-        kernels: no retrace along a trajectory.
+      loss_fn: scalar loss ``loss_fn(params, *args)``. Passing the same function again (with
+        new params, new ``args`` of the same shapes, and the same manifold object or, for a
+        pytree manifold such as ``pdx.manifolds.Manifold``, one of the same structure) reuses
+        the compiled kernels: no retrace along a trajectory.
       params: a point on the manifold (pytree, float32 usually).
       manifold: a :class:`ManifoldLike` (``normal`` projector and ``normal_dim`` are used).
       k: eigenpairs wanted at each end.
@@ -208,13 +210,13 @@ def normal_spectrum(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
     flat, unravel_rows = np_ravel(params)
     n = flat.shape[0]
     key = default_key(key)
-    loss, man = _ById(loss_fn), _ById(manifold)
+    loss, (man, man_dyn) = _ById(loss_fn), manifold_args(manifold)
     if method == "auto":
         method = "dense" if (d <= dense_max and n * d <= DENSE_MAX_ENTRIES) else "lanczos"
     kw = dict(loss=loss, manifold=man)
 
     if method == "dense":
-        q, block, rdiag, fro = _dense_kernel(params, tuple(args), key, d=d, batch_size=min(batch_size, d), **kw)
+        q, block, rdiag, fro = _dense_kernel(params, tuple(args), key, man_dyn, d=d, batch_size=min(batch_size, d), **kw)
         rdiag = np.asarray(rdiag)
         if rdiag.min() <= 1e-3 * rdiag.max():
             raise InputError(f"manifold.normal_dim={d} exceeds the rank of manifold.normal "
@@ -229,7 +231,7 @@ def normal_spectrum(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
     elif method == "lanczos":
         m = min(d, max(60, 6 * k)) if num_iters is None else int(num_iters)
         check_positive("num_iters", m, integer=True)
-        res, fro = _lanczos_kernel(params, tuple(args), key, num_iters=m, **kw)
+        res, fro = _lanczos_kernel(params, tuple(args), key, man_dyn, num_iters=m, **kw)
         theta, coeffs, resid = lanczos_ritz(res)
         idx = _select(theta, k)
         theta, resid = theta[idx], resid[idx]
@@ -241,7 +243,7 @@ def normal_spectrum(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
         m = 100 if num_iters is None else int(num_iters)
         check_positive("num_iters", m, integer=True)
         vals, vecs, resid, iters, pre_depth, fro = _lobpcg_kernel(
-            params, tuple(args), key, k=k, num_iters=m, batch_size=min(batch_size, 2 * k), **kw)
+            params, tuple(args), key, man_dyn, k=k, num_iters=m, batch_size=min(batch_size, 2 * k), **kw)
         theta = np.asarray(vals, np.float64)
         order = np.argsort(theta)
         theta, vecs, resid = theta[order], np.asarray(vecs)[order], np.asarray(resid)[order]

@@ -35,7 +35,8 @@ from jax.flatten_util import ravel_pytree
 
 from ..errors import InputError, check_choice, check_positive
 from ._krylov import arnoldi, arnoldi_ritz
-from ._protocol import ManifoldLike, PyTree, _ById, bind, default_key
+from ._protocol import (ManifoldLike, PyTree, _ById, bind, default_key, manifold_args,
+                        resolve_manifold)
 
 
 class UpdateMapJacobian(NamedTuple):
@@ -141,9 +142,11 @@ def update_map_jacobian(loss_fn: Callable[[PyTree], jax.Array],
 
 
 @partial(jax.jit, static_argnames=("loss", "opt", "manifold", "num_iters", "method"))
-def _radius_kernel(params, opt_state, args, key, *, loss, opt, manifold, num_iters, method):
+def _radius_kernel(params, opt_state, args, key, man_dyn, *, loss, opt, manifold, num_iters,
+                   method):
     jac = update_map_jacobian(bind(loss, args), opt.obj, params, opt_state)
-    proj = (lambda x: x) if manifold is None else jac.normal(manifold.obj)
+    manifold = resolve_manifold(manifold, man_dyn)
+    proj = (lambda x: x) if manifold is None else jac.normal(manifold)
     op = lambda x: proj(jac.matvec(proj(x)))  # noqa: E731
     v0 = proj(jax.random.normal(key, (jac.dim,), jnp.float32).astype(
         ravel_pytree(params)[0].dtype))
@@ -182,8 +185,9 @@ def update_map_radius(loss_fn: Callable[[PyTree], jax.Array],
     """
     check_choice("method", method, ("arnoldi", "power"))
     check_positive("num_iters", num_iters, integer=True)
-    out = _radius_kernel(params, opt_state, tuple(args), default_key(key), loss=_ById(loss_fn),
-                         opt=_ById(optimizer), manifold=None if manifold is None else _ById(manifold),
+    man, man_dyn = manifold_args(manifold)
+    out = _radius_kernel(params, opt_state, tuple(args), default_key(key), man_dyn,
+                         loss=_ById(loss_fn), opt=_ById(optimizer), manifold=man,
                          num_iters=num_iters, method=method)
     bad = ("update-map linearisation is not finite (Adam/RMSProp at zero second moment nu: "
            "use eps_root > 0, e.g. optax.adam(lr, eps_root=1e-16))")

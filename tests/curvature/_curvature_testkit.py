@@ -100,6 +100,12 @@ def flat64(tree):
     return np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(tree)])
 
 
+def rows64(stacked):
+    """Pytree with a leading axis r -> (r, n) float64 rows (NumPy indexing: no jax compiles)."""
+    leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(stacked)]
+    return np.concatenate([x.reshape(x.shape[0], -1) for x in leaves], axis=1)
+
+
 def unflat(vec, like):
     leaves, treedef = jax.tree.flatten(like)
     out, i = [], 0

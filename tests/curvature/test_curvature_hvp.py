@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from _curvature_testkit import (dense_hessian64, flat64, mlp_apply, mlp_params, mse_loss,
-                                normal_data, unflat)
+                                normal_data, rows64, unflat)
 
 import plasticity_dynamics as pdx
 
@@ -46,7 +46,7 @@ def test_batched_hvp_matches_dense_columns_with_and_without_chunks():
     loss = make(x, y)
     for bs in (None, 4):
         out = jax.jit(lambda p, v: curv.batched_hvp(loss, p, v, batch_size=bs))(params, stacked)
-        got = np.stack([flat64(jax.tree.map(lambda a: a[i], out)) for i in range(6)])
+        got = rows64(out)
         assert np.allclose(got, vs @ h64, atol=1e-5 * _scale(h64) * 10)
 
 
