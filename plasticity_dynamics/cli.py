@@ -54,6 +54,21 @@ def _default_out() -> str:
     return str(Path("runs") / time.strftime("train-%Y%m%d-%H%M%S"))
 
 
+def _cmd_analyze(args) -> int:
+    from .experiments.analyze import analyze
+
+    payload = analyze(args.run_dir, args.steps, k=args.k, progress=not args.quiet)
+    run_dir = Path(args.run_dir)
+    for entry in payload["checkpoints"]:
+        for s in entry["seeds"]:
+            parts = [f"{name}: dim {m['normal_dim']}, {m['verdict']}, λ ∈ [{m['lambda_min']:.3g}, {m['lambda_max']:.3g}], "
+                     f"leakage {m['leakage']:.2g}" for name, m in s["manifolds"].items()]
+            print(f"step {entry['step']} seed {s['seed']}: " + ("; ".join(parts) if parts else "no LoP manifold found"))
+    print(f"manifolds: {run_dir / 'manifolds.json'}")
+    print(f"figure: {run_dir / 'figures' / 'manifolds_curvature.png'}")
+    return 0
+
+
 def _cmd_report(args) -> int:
     from .plotting.run import plot_run
     from .training import read_metrics
@@ -126,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
+
+    a = sub.add_parser("analyze", help="detect LoP manifolds and their normal curvature at a run's checkpoints")
+    a.add_argument("run_dir")
+    a.add_argument("--steps", default="all", help="all | last | comma-separated checkpoint steps")
+    a.add_argument("--k", type=int, default=3, help="eigenpairs at each end of the normal spectrum")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(func=_cmd_analyze)
 
     r = sub.add_parser("report", help="redraw the figures of a run directory")
     r.add_argument("run_dir")

@@ -30,7 +30,7 @@ SAT = "saturated_frac@0.0001,0.99"
 RANK = "effective_rank"
 
 _SCALE = {
-    "smoke": dict(families=("mlp",), steps=60, tasks=3, seeds=2, every=20, mbs=100, lr=1e-2, batch=64),
+    "smoke": dict(families=("mlp",), steps=100, tasks=4, seeds=2, every=50, mbs=100, lr=1e-2, batch=64),
     "small": dict(families=("mlp", "cnn", "resnet18", "vit"), steps=300, tasks=5, seeds=3, every=50, mbs=300,
                   lr=1e-2, batch=64),
     "paper": dict(families=("mlp", "cnn", "resnet18", "vit"), steps=500, tasks=40, seeds=5, every=100, mbs=500,

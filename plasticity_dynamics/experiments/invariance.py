@@ -140,7 +140,7 @@ def invariance(model: str = "mlp", *, preset: str = "tiny", options: dict | None
                batch_size: int = 32, num_samples: int = 256, input_shape=None,
                dropout: float = 0.2, noise_sigma0: float = 0.01, noise_decay: float = 0.999,
                weight_decay: float = 0.1, perturbation: float = 0.1, seed: int = 0,
-               data=None, return_params: bool = False, batched: bool = True) -> dict:
+               data=None, base=None, return_params: bool = False, batched: bool = True) -> dict:
     """Train an expanded network under each setting and record the manifold metrics.
 
     model, preset, options: passed to ``pdx.models.create`` (dropout is forced to 0 except in
@@ -150,7 +150,9 @@ def invariance(model: str = "mlp", *, preset: str = "tiny", options: dict | None
     multiple). lr (sgd, momentum, noisy_sgd, dropout, sgd_l2), adam_lr (adam, rmsprop,
     adam_l2). weight_decay: coupled L2 of the *_l2 settings; perturbation: relative size of
     their doubly centred starting perturbation. data: optional (x, y) arrays, else a random
-    teacher task with ``num_samples`` inputs of ``input_shape``. return_params: also return
+    teacher task with ``num_samples`` inputs of ``input_shape``. base: optional
+    (base_model, base_variables) to start from (e.g. a trained checkpoint; its dropout must be
+    0) instead of creating ``model`` and training it for ``base_steps``. return_params: also return
     ``result[setting]["params"]`` (final wide params). batched: train all settings that share
     a model in one vmapped program (one compile; every copy carries every optimiser state,
     memory x len(settings)^2 optimiser states) instead of one program per setting.
@@ -169,14 +171,22 @@ def invariance(model: str = "mlp", *, preset: str = "tiny", options: dict | None
         raise InputError(f"steps={steps} must be a multiple of record_every={record_every}")
     for s in settings:
         check_choice("setting", s, ALL_SETTINGS)
-    opts = dict(options or {})
-    extra = {"attention_dropout": 0.0} if model == "vit" else {}
-    base_model = create(model, preset=preset, **{**opts, "dropout": 0.0, **extra})
+    if base is None:
+        extra = {"attention_dropout": 0.0} if model == "vit" else {}
+        base_model = create(model, preset=preset, **{**dict(options or {}), "dropout": 0.0,
+                                                     **extra})
+    else:
+        base_model, variables = base
+        model = base_model.name
+        if base_model._needs_rng:
+            raise InputError("base model has dropout > 0; pass a model created with dropout=0 "
+                             "(the dropout setting adds it to the wide model)")
     key = jax.random.PRNGKey(seed)
     k_data, k_init, k_base, k_run = jax.random.split(key, 4)
     x, y = _data(k_data, base_model, num_samples, input_shape) if data is None else map(
         jnp.asarray, data)
-    variables = base_model.init(k_init, x[:2])
+    if base is None:
+        variables = base_model.init(k_init, x[:2])
     if base_steps:
         variables = _train_base(base_model, variables, x, y, base_steps, lr, batch_size, k_base)
     wide_model, wide, partition = mf.expand(base_model, variables, factor)
@@ -218,7 +228,7 @@ def _run(model, manifold, partition, opts, stacked, keys, x, y, steps, record_ev
          batch_size):
     """Train len(opts) copies (vmapped): copy i starts at stacked[i] and uses opts[i]; every
     copy carries all optimiser states and selects its own update, so one compile serves all."""
-    from ..manifolds import equitable_residuals
+    from ..manifolds import equitable_residuals, tree_norm
 
     def go(v, sel, key):
         man = manifold.at(v["params"])
@@ -249,9 +259,17 @@ def _run(model, manifold, partition, opts, stacked, keys, x, y, steps, record_ev
             carry, _ = jax.lax.scan(step, carry, r * record_every + jnp.arange(record_every))
             v, states, (l, g, upd, r2_min) = carry
             res = equitable_residuals(partition, v["params"])
-            rec = {"distance": man.distance(v["params"]),
-                   "relative_distance": man.relative_distance(v["params"]),
-                   "leakage": man.leakage(g), "update_leakage": man.leakage(upd),
+            # one batched normal projection of (offset from the reference, gradient, update)
+            trees = (jax.tree_util.tree_map(jnp.subtract, v["params"], man.reference), g, upd)
+            normals = jax.vmap(man.normal)(jax.tree_util.tree_map(
+                lambda *a: jnp.stack(a), *trees))
+            n_off, n_g, n_u = (tree_norm(jax.tree_util.tree_map(lambda a, i=i: a[i], normals))
+                               for i in range(3))
+            ratio = lambda a, b: jnp.where(b > 0, a / jnp.where(b > 0, b, 1.0), 0.0)  # noqa
+            rec = {"distance": n_off,
+                   "relative_distance": ratio(n_off, tree_norm(v["params"])),
+                   "leakage": ratio(n_g, tree_norm(g)),
+                   "update_leakage": ratio(n_u, tree_norm(upd)),
                    "equitable_residual": (res["row"] + res["column"]) / res["norm"],
                    "clone_r2": r2_min, "loss": l}
             return (v, states, (l, g, upd, jnp.float32(1.0))), rec

@@ -1,0 +1,53 @@
+"""The paper's qualitative trends at smoke scale (issue 6/9 "Done means")."""
+
+import numpy as np
+import pytest
+
+from plasticity_dynamics.experiments.cloning import SGD, Variant, clone_run
+from plasticity_dynamics.experiments.continual import DEAD, RANK, family_config, layer_mean
+from plasticity_dynamics.training import train
+
+
+@pytest.mark.slow
+def test_sgd_and_adam_clones_stay_noise_and_dropout_escape():
+    variants = [SGD, Variant("Adam", "adam"), Variant("noise", noise=(0.01, 0.999)), Variant("dropout", dropout=0.1)]
+    runs = {v.name: clone_run("mlp", v, "smoke") for v in variants}
+    for name in ("SGD", "Adam"):
+        r = runs[name]
+        assert r["max_output_gap"] < 1e-4
+        assert np.all(r["r2"] > 1 - 1e-5), (name, r["r2"].min())
+    for name in ("noise", "dropout"):
+        assert runs[name]["r2"][:, -1].mean() < 0.99, (name, runs[name]["r2"][:, -1])
+
+
+def _trend(norm):
+    run = train(family_config("mlp", "smoke", norm=norm), progress=False)
+    layers = list(run.components.model.layer_kinds)
+    steps, dead = layer_mean(run.rows, DEAD, layers)
+    _, rank = layer_mean(run.rows, RANK, layers)
+    task_len = run.summary["schedule"][0]["steps"]
+    ends = [i for i, s in enumerate(steps) if s % task_len == 0]
+    d, r = dead.mean(0)[ends], rank.mean(0)[ends]
+    return d[-1] - d[0], r[-1]
+
+
+@pytest.mark.slow
+def test_continual_without_norm_loses_more_than_with_norm():
+    none_rise, none_rank = _trend("none")
+    for norm in ("batch", "layer"):
+        rise, rank = _trend(norm)
+        assert none_rise > rise, (norm, none_rise, rise)
+        assert none_rank < rank, (norm, none_rank, rank)
+    assert none_rise > 0
+
+
+def test_bitflip_cbp_lowers_duplicates_after_switch():
+    from plasticity_dynamics.experiments.bitflip import DUP, _SCALE, bitflip_config
+
+    s = _SCALE["smoke"]
+    run = train(bitflip_config("smoke", 50, 0.5), progress=False)
+    steps, dup = layer_mean(run.rows, DUP)
+    cut = 0.5 * s["steps"]
+    before = dup[:, (steps > cut - s["tail"]) & (steps <= cut)].mean()
+    after = dup[:, steps > s["steps"] - s["tail"]].mean()
+    assert after < before, (before, after)
