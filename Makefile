@@ -20,7 +20,7 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	touch $(STAMP) $(STAMP_DEV)
 
 demo: $(STAMP)
-	$(BIN)/plasticity-dynamics train --out runs/demo --force
+	$(BIN)/plasticity-dynamics reproduce cloning --scale small --out runs/demo --force
 
 test: $(STAMP_DEV)
 	$(BIN)/python -m pytest -n 2 -q
