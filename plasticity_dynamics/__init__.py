@@ -19,3 +19,5 @@ from . import experiments
 from . import plotting
 
 __version__ = "0.1.0"
+
+train = training.train  # pdx.train(config) -> Run (DESIGN.md contract)
