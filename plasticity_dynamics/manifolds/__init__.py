@@ -1,7 +1,8 @@
 """plasticity_dynamics.manifolds: LoP manifolds as first-class objects.
 
 - :mod:`.partition`: unit groups, block partitions and which tensor entries each unit owns
-  (:class:`Partition`, :func:`unit_partition`).
+  (:class:`Partition`); :mod:`.layouts`: the layouts of the model zoo (:func:`unit_partition`).
+- :mod:`.blocks`: block averaging along a unit axis (the kernel of every cloning projector).
 - :mod:`.manifold`: :class:`Manifold` (project, tangent, normal, distance, leakage,
   normal_dim; a jit-able pytree), :func:`cloned` (M_D(w) = w + M_BC) and :func:`frozen` (M_F).
 - :mod:`.equitable`: M_RE / M_CE membership, the projection onto M_RE cap M_CE and the base
@@ -23,7 +24,8 @@ from .equitable import (
 )
 from .expand import expand, expand_opt_state, source_map, wide_options
 from .manifold import Manifold, cloned, frozen, tree_norm
-from .partition import AxisSpec, LayerUnits, Partition, unit_partition
+from .layouts import unit_partition
+from .partition import AxisSpec, LayerUnits, Partition
 
 __all__ = [
     "AxisSpec",

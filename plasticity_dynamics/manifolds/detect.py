@@ -37,7 +37,8 @@ import numpy as np
 from ..errors import InputError, check_choice, check_range
 from .equitable import equitable_projection, equitable_residuals
 from .manifold import Manifold, cloned, frozen
-from .partition import Partition, collection_paths, unit_partition
+from .layouts import unit_partition
+from .partition import Partition, collection_paths
 
 EVIDENCE = ("activations", "weights", "both")
 SIMILARITIES = ("cosine", "pearson")
@@ -286,7 +287,8 @@ def detect(model, variables, batch, *, eps: float = 1e-6, frac: float = 1.0,
         "cloned_relative_distance": float(clo.distance(params)) / norm,
         "equitable_residual": {"row": float(res["row"]) / norm,
                                "column": float(res["column"]) / norm},
-        "settings": {"train": train, "eps": eps, "frac": frac, "dead_eps": dead_eps, "clones": clones,
+        "settings": {"train": train, "eps": eps, "frac": frac, "dead_eps": dead_eps,
+                     "clones": clones,
                      "similarity": similarity, "threshold": threshold,
                      "weight_rtol": weight_rtol, "samples": int(np.shape(x)[0])},
     }

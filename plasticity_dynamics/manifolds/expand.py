@@ -37,7 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InputError, check_positive
-from .partition import Partition, collection_paths, unit_partition
+from .layouts import unit_partition
+from .partition import Partition, collection_paths
 
 MODES = ("param", "grad", "grad2", "tile")
 
@@ -97,7 +98,9 @@ def wide_options(model, factor: int) -> dict:
         hidden = int(o["dim"] * o["mlp_ratio"])
         o["dim"], o["heads"] = o["dim"] * e, o["heads"] * e
         ratio = hidden * e / o["dim"]
-        o["mlp_ratio"] = ratio if int(o["dim"] * ratio) == hidden * e else (hidden * e + 0.5) / o["dim"]
+        if int(o["dim"] * ratio) != hidden * e:  # guard against float rounding in int()
+            ratio = (hidden * e + 0.5) / o["dim"]
+        o["mlp_ratio"] = ratio
     else:
         raise InputError(f"model family {model.name!r} is not one of: mlp, cnn, resnet18, vit")
     return o

@@ -18,7 +18,10 @@ Every method is pure, jit-able and usable inside ``lax`` loops; ``Manifold`` is 
 pytree (arrays are children, layout metadata is static), so it can also be passed *into*
 ``jax.jit``. Pytrees given to the methods must have the structure of the reference tree
 (a params tree, or a variables dict if the manifold was built from one).
-Cost: O(number of parameters) per projection (segment sums). Reference: arXiv 2510.00304,
+Cost: one block averaging per unit axis of each leaf (see :mod:`.blocks`: O(size) for
+expansion partitions, O(size * units) for small arbitrary groups), i.e. about one pass over
+the parameters; methods are jitted internally (one compile per manifold layout). Failure
+modes: InputError for a pytree of another structure. Reference: arXiv 2510.00304,
 Theorem 2.1, Appendix A.3 (PAPER.md 1.3-1.4).
 """
 
@@ -33,7 +36,8 @@ import numpy as np
 
 from ..errors import InputError
 from .blocks import block_mean, partition_axis
-from .partition import Partition, collection_paths, unit_partition
+from .layouts import unit_partition
+from .partition import Partition, collection_paths
 
 
 class _Static:
@@ -53,11 +57,12 @@ class _Static:
 
 
 def tree_norm(tree):
-    """Euclidean norm of all leaves of a pytree together (float32 accumulation)."""
-    leaves = jax.tree_util.tree_leaves(tree)
+    """Euclidean norm of all leaves of a pytree together (at least float32 accumulation)."""
+    leaves = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
     if not leaves:
         return jnp.float32(0.0)
-    return jnp.sqrt(sum(jnp.sum(jnp.square(jnp.asarray(x, jnp.float32))) for x in leaves))
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.promote_types(x.dtype, jnp.float32))))
+                        for x in leaves))
 
 
 @jax.tree_util.register_pytree_node_class

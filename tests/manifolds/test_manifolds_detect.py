@@ -1,4 +1,4 @@
-"""detect(): planted frozen units and clone clusters on hand-built networks, nothing on fresh ones."""
+"""detect(): planted frozen units and clone clusters on hand-built networks; fresh networks."""
 
 import json
 

@@ -41,15 +41,15 @@ def test_expanded_layouts_by_hand(nets):
                                np.repeat(np.repeat(k1, e, axis=2), e, axis=3) / e, rtol=1e-6)
     np.testing.assert_array_equal(w["conv_0"]["kernel"],
                                   np.repeat(np.asarray(p["conv_0"]["kernel"]), e, axis=3))
-    np.testing.assert_array_equal(wide["batch_stats"]["norm_1"]["var"],
-                                  np.repeat(np.asarray(variables["batch_stats"]["norm_1"]["var"]), e))
+    var = np.asarray(variables["batch_stats"]["norm_1"]["var"])
+    np.testing.assert_array_equal(wide["batch_stats"]["norm_1"]["var"], np.repeat(var, e))
     fc = np.asarray(p["fc_0"]["kernel"])             # (positions * C, F)
     c = k1.shape[-1]
     fc3 = fc.reshape(-1, c, fc.shape[1])             # (positions, C, F)
     want = np.repeat(np.repeat(fc3, e, axis=1), e, axis=2) / e
     np.testing.assert_allclose(w["fc_0"]["kernel"], want.reshape(-1, want.shape[2]), rtol=1e-6)
-    np.testing.assert_allclose(w["out"]["kernel"], np.repeat(np.asarray(p["out"]["kernel"]), e, 0) / e,
-                               rtol=1e-6)
+    np.testing.assert_allclose(w["out"]["kernel"],
+                               np.repeat(np.asarray(p["out"]["kernel"]), e, 0) / e, rtol=1e-6)
     np.testing.assert_array_equal(w["out"]["bias"], p["out"]["bias"])
 
 

@@ -25,7 +25,8 @@ def _random_tree(tree, seed):
 
 
 def _flat(tree):
-    return np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree_util.tree_leaves(tree)])
+    leaves = jax.tree_util.tree_leaves(tree)
+    return np.concatenate([np.asarray(x, np.float64).ravel() for x in leaves])
 
 
 def _avg_matrix(labels):
@@ -123,6 +124,14 @@ def test_manifold_is_a_jit_and_loop_friendly_pytree(nets):
     np.testing.assert_allclose(_flat(via_arg), direct, atol=1e-6)
     looped = jax.jit(lambda v: jax.lax.fori_loop(0, 3, lambda i, u: m.tangent(u), v))(a)
     np.testing.assert_allclose(_flat(looped), _flat(m.tangent(a)), atol=1e-5)
+    # recording along a trajectory does not retrace: new points, new manifolds of the same
+    # layout (e.g. through another reference) reuse one compiled kernel
+    from plasticity_dynamics.manifolds.manifold import _jitted
+    m.distance(a)
+    before = _jitted("distance")._cache_size()
+    m.distance(_random_tree(params, 11))
+    m.at(a).distance(params)
+    assert _jitted("distance")._cache_size() == before
     leaves, treedef = jax.tree_util.tree_flatten(m)
     again = jax.tree_util.tree_unflatten(treedef, leaves)
     assert again.normal_dim == m.normal_dim and again.info == m.info
