@@ -1,4 +1,11 @@
-"""Shared helpers of the benchmarks: timing with warm-up apart, environment facts, output."""
+"""Shared helpers of the benchmarks: timing with warm-up apart, environment facts, output.
+
+Every benchmark module ``benchmarks/<name>.py`` has ``main(argv) -> payload`` (prints its tables,
+writes its JSON) and ``render(payload) -> str`` (the Markdown tables of that JSON, used both for
+printing and by ``benchmarks.run_all`` for benchmarks/README.md). Full runs write
+``benchmarks/results/<name>.json``; ``--quick`` runs write ``benchmarks/results/quick/<name>.json``
+(git-ignored) so that a smoke run never overwrites the measured numbers.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+QUICK_RESULTS = RESULTS / "quick"
 
 
 def environment() -> dict:
@@ -18,6 +26,10 @@ def environment() -> dict:
     import numpy as np
 
     dev = jax.devices()[0]
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not on every platform
+        load = None
     return {
         "jax": jax.__version__,
         "numpy": np.__version__,
@@ -25,10 +37,20 @@ def environment() -> dict:
         "device_kind": getattr(dev, "device_kind", str(dev)),
         "device_count": jax.device_count(),
         "cpu_count": os.cpu_count(),
+        "load_average": load,
         "python": platform.python_version(),
         "machine": platform.machine(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+def environment_line(env: dict) -> str:
+    """One Markdown line naming where the numbers were measured."""
+    load = env.get("load_average")
+    return (f"JAX {env.get('jax')}, backend {env.get('backend')} ({env.get('device_kind')}, "
+            f"{env.get('device_count')} device(s)), {env.get('cpu_count')} CPUs"
+            + (f", load average {load[0]:.1f} at start" if load else "")
+            + f", measured {env.get('time')}.")
 
 
 def block(x):
@@ -52,13 +74,72 @@ def timed(fn, *, repeats: int = 5, warmup: int = 1) -> dict:
     return {"first_call_s": first, "median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
 
 
-def write(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                  "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                  "/jax/core/compile/backend_compile_duration")
+
+
+class CompileClock:
+    """Context manager summing JAX's tracing + lowering + XLA compile time inside the block
+    (``jax.monitoring`` duration events), so run time can be reported apart from compile time
+    even for functions that (re)compile on every call. ``seconds`` holds the sum."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def _listen(self, event, duration, **_):
+        if event in COMPILE_EVENTS:
+            self.seconds += duration
+
+    def __enter__(self):
+        import jax
+
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def __exit__(self, *exc):
+        import jax
+
+        jax.monitoring.unregister_event_duration_listener(self._listen)
+        return False
+
+
+def timed_split(fn, *, repeats: int = 5) -> dict:
+    """Like :func:`timed`, and per call the compile time inside it (:class:`CompileClock`):
+    first_call_s, first_compile_s, median_s (wall), median_compile_s, median_run_s (wall
+    minus compile, median over the repeats)."""
+    walls, comps = [], []
+    for _ in range(repeats + 1):
+        with CompileClock() as clock:
+            t0 = time.perf_counter()
+            block(fn())
+            walls.append(time.perf_counter() - t0)
+        comps.append(min(clock.seconds, walls[-1]))
+    rest = list(zip(walls[1:], comps[1:]))
+    return {"first_call_s": walls[0], "first_compile_s": comps[0],
+            "median_s": statistics.median(w for w, _ in rest),
+            "median_compile_s": statistics.median(c for _, c in rest),
+            "median_run_s": statistics.median(w - c for w, c in rest), "repeats": repeats}
+
+
+def default_out(name: str, quick: bool) -> Path:
+    """Where benchmark ``name`` writes its JSON by default (quick runs apart)."""
+    return (QUICK_RESULTS if quick else RESULTS) / f"{name}.json"
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    """Write ``payload`` as JSON to ``path`` atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def write(name: str, payload: dict) -> Path:
+    """Write ``benchmarks/results/<name>.json`` (see :func:`write_json`)."""
+    return write_json(RESULTS / f"{name}.json", payload)
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
@@ -66,6 +147,8 @@ def table(rows: list[dict], columns: list[str]) -> str:
     def fmt(v):
         if isinstance(v, float):
             return f"{v:.4g}"
+        if v is None:
+            return ""
         return str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

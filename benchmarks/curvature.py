@@ -15,13 +15,13 @@ from a test. Measures, on the machine it runs on (compile time apart from run ti
 The manifold is a clone-pair manifold of the first hidden layer (units 2i and 2i+1 cloned),
 built here (the toolkit's manifolds are not needed). ``--quick`` (< 60 s) runs the 2k size with
 its dense twin, 7k without it, and a 250k-parameter Krylov run, one repeat each.
+Writes benchmarks/results/curvature.json (quick: benchmarks/results/quick/curvature.json, or
+``--out``); ``render(payload)`` gives the Markdown table and the target lines.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 import warnings
 from pathlib import Path
@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from benchmarks.common import RESULTS, environment, table, timed
+from benchmarks.common import default_out, environment, environment_line, table, timed, write_json
 
 import plasticity_dynamics as pdx
 from plasticity_dynamics.errors import ConvergenceWarning
@@ -174,12 +174,26 @@ def spectrum_row(name, widths, batch, k, repeats, method, dense, jax_hessian_max
     return row
 
 
+COLUMNS = ["size", "params", "normal_dim", "grad_s", "hvp_s", "hvp_over_grad", "num_hvps",
+           "spectrum_compile_s", "spectrum_s", "max_residual", "dense_hessian", "dense_s", "speedup",
+           "extreme_rel_err", "max_rel_err", "verdict", "dense_verdict"]
+
+
+def render(payload: dict) -> str:
+    """Markdown table and target lines of a curvature payload."""
+    lines = [table(payload["rows"], COLUMNS)]
+    for key, val in payload["targets"].items():
+        lines.append(f"{key}: {val:.4g}" if isinstance(val, float) else f"{key}: {val}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.curvature", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="2k (with dense) and 7k (Krylov only) sizes and a 250k Krylov run, one repeat (< 60 s)")
     ap.add_argument("--num-iters", type=int, default=None, help="Lanczos depth (default: normal_spectrum's)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "curvature.json", help="JSON output path")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="JSON output path (default benchmarks/results[/quick]/curvature.json)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 3, quick 1)")
     ap.add_argument("--no-dense-23k", action="store_true", help="skip the dense route at 23k parameters")
     args = ap.parse_args(argv)
@@ -193,10 +207,6 @@ def main(argv=None) -> dict:
     big = [784, 300, 50, 10] if args.quick else [784, 1000, 200, 10]
     rows.append(spectrum_row("250k" if args.quick else "1M", big, 256, k, repeats, "lanczos", False, 0, it))
 
-    cols = ["size", "params", "normal_dim", "grad_s", "hvp_s", "hvp_over_grad", "num_hvps",
-            "spectrum_compile_s", "spectrum_s", "max_residual", "dense_s", "speedup", "extreme_rel_err",
-            "max_rel_err", "verdict", "dense_verdict"]
-    print(table(rows, cols))
     dense_rows = [r for r in rows if "speedup" in r]
     largest = max(dense_rows, key=lambda r: r["params"])
     krylov = rows[-1]
@@ -207,15 +217,12 @@ def main(argv=None) -> dict:
         "krylov_params": krylov["params"], "krylov_total_s": krylov["spectrum_s"] + krylov["spectrum_compile_s"],
         "krylov_run_s": krylov["spectrum_s"], "krylov_target_s": 60.0,
     }
-    for key, val in targets.items():
-        print(f"{key}: {val:.4g}" if isinstance(val, float) else f"{key}: {val}")
     payload = {"benchmark": "curvature", "quick": args.quick, "repeats": repeats, "k": k,
                "environment": environment(), "rows": rows, "targets": targets}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n")
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out}")
+    print(render(payload))
+    print(environment_line(payload["environment"]))
+    out = write_json(args.out or default_out("curvature", args.quick), payload)
+    print(f"wrote {out}")
     return payload
 
 

@@ -14,23 +14,24 @@ It also reports the largest disagreement between the JAX and NumPy values (a san
 
 Inputs: MLP on flattened 32x32x3 images, CNN (64-128-256 channels, FC 512) on 32x32x3, batch
 500. ``--quick``: batch 100, MLP on 8x8x3, the "small" CNN preset on 16x16x3, 3 repeats.
-Writes benchmarks/results/metrics.json (or ``--out``) with environment facts.
+Writes benchmarks/results/metrics.json (quick: benchmarks/results/quick/metrics.json, or
+``--out``) with environment facts; ``render(payload)`` gives the Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .common import environment, table
+from .common import default_out, environment, environment_line, table, write_json
 
-RESULT = Path(__file__).resolve().parent / "results" / "metrics.json"
+RESULT = default_out("metrics", quick=False)
+COLUMNS = ["model", "batch", "input", "layers", "compile_s", "warmup_s", "jax_total_s", "metrics_compile_s",
+           "jax_metrics_s", "numpy_metrics_s", "numpy_over_jax", "max_rel_diff"]
 
 
 # ----------------------------------------------------------------------------- NumPy baseline
@@ -173,11 +174,17 @@ def measure(name: str, model, x, y, repeats: int) -> dict:
     }
 
 
+def render(payload: dict) -> str:
+    """Markdown table of a metrics payload."""
+    return table(payload["results"], COLUMNS)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.metrics", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small inputs and batch (seconds)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5, quick 3)")
-    parser.add_argument("--out", type=Path, default=RESULT, help="JSON output path")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON output path (default benchmarks/results[/quick]/metrics.json)")
     args = parser.parse_args(argv)
 
     import jax
@@ -195,17 +202,13 @@ def main(argv=None) -> dict:
          jax.random.normal(key, (batch, cnn_hw, cnn_hw, 3))),
     ]
     rows = [measure(name, model, x, y, repeats) for name, model, x in cases]
-    cols = ["model", "batch", "input", "layers", "compile_s", "warmup_s", "jax_total_s", "metrics_compile_s",
-            "jax_metrics_s", "numpy_metrics_s", "numpy_over_jax", "max_rel_diff"]
-    print(table(rows, cols))
     payload = {"benchmark": "metrics", "quick": args.quick, "environment": environment(), "results": rows,
                "notes": "times in seconds; jax_total_s = forward + backward + all layer metrics (median); "
                         "jax_metrics_s / numpy_metrics_s = layer metrics from the same arrays"}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out}")
+    print(render(payload))
+    print("\n" + environment_line(payload["environment"]))
+    out = write_json(args.out or default_out("metrics", args.quick), payload)
+    print(f"wrote {out}")
     return payload
 
 

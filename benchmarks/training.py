@@ -7,7 +7,10 @@ with the seed axis sharded over 1, 2 and 4 fake CPU devices (a subprocess sets
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4``), or over the real devices of a GPU
 host. Compile time (first call) is reported apart from the median run time.
 
-    python -m benchmarks.training [--quick]
+    python -m benchmarks.training [--quick] [--out PATH]
+
+Writes benchmarks/results/training.json (quick: benchmarks/results/quick/training.json);
+``render(payload)`` gives the Markdown tables.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-from .common import environment, table, timed, write
+from .common import default_out, environment, environment_line, table, timed, write_json
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _setup(seeds: int, preset: str, devices: int | None):
@@ -47,7 +53,7 @@ def measure(seeds: int, length: int, preset: str, repeats: int, devices: int | N
 
     c, state, seed_arr, data, n = _setup(seeds, preset, devices)
     fn = jax.jit(jax.vmap(make_chunk_fn(c, length), in_axes=(0, 0, None, None, None, None)))
-    t = timed(lambda: fn(state, seed_arr, data, jnp.int32(0), jnp.int32(0), jnp.int32(0))[1], repeats=repeats)
+    t = timed(lambda: fn(state, seed_arr, data, jnp.int32(0), jnp.int32(0), jnp.int32(0)), repeats=repeats)
     return {"seeds": seeds, "devices": n, "steps": length, "compile_s": t["first_call_s"] - t["median_s"],
             "run_s": t["median_s"], "steps_per_s": length / t["median_s"], "seed_steps_per_s": seeds * length / t["median_s"]}
 
@@ -55,6 +61,20 @@ def measure(seeds: int, length: int, preset: str, repeats: int, devices: int | N
 def _device_child(args) -> None:
     rows = [measure(args.seeds, args.length, args.preset, args.repeats, devices=d) for d in (1, 2, 4)]
     print(json.dumps(rows))
+
+
+def render(payload: dict) -> str:
+    """Markdown tables of a training payload."""
+    env = payload["environment"]
+    where = "fake CPU devices" if env.get("backend") == "cpu" else f"{env.get('device_kind')} devices"
+    return "\n".join([
+        "Vmapped seeds (MLP 'small' on mnist1d, batch 128, one seed per vmapped lane, one device); "
+        "time_ratio = run time of N seeds / run time of 1 seed (N would be linear), "
+        "vmap_gain = N / time_ratio:", "",
+        table(payload["vmap"], ["seeds", "steps", "compile_s", "run_s", "steps_per_s", "seed_steps_per_s",
+                                "time_ratio", "vmap_gain"]), "",
+        f"Seed axis (16 seeds) sharded over {where}:", "",
+        table(payload["devices"], ["devices", "steps", "compile_s", "run_s", "seed_steps_per_s"])])
 
 
 def main(argv=None) -> dict:
@@ -65,6 +85,7 @@ def main(argv=None) -> dict:
     p.add_argument("--length", type=int, default=200, help=argparse.SUPPRESS)
     p.add_argument("--preset", default="small", help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=5, help=argparse.SUPPRESS)
+    p.add_argument("--out", default=None, help="JSON output path (default benchmarks/results[/quick]/training.json)")
     args = p.parse_args(argv)
     if args.device_child:
         _device_child(args)
@@ -74,6 +95,7 @@ def main(argv=None) -> dict:
     base = rows[0]["seed_steps_per_s"]
     for r in rows:
         r["vmap_gain"] = r["seed_steps_per_s"] / base
+        r["time_ratio"] = r["run_s"] / rows[0]["run_s"]
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     import jax
 
@@ -81,16 +103,17 @@ def main(argv=None) -> dict:
     if jax.default_backend() == "cpu":
         proc = subprocess.run([sys.executable, "-m", "benchmarks.training", "--device-child", "--seeds", "16",
                                "--length", str(length), "--repeats", str(repeats)], env=env, capture_output=True,
-                              text=True, check=True)
+                              text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"device child failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
         dev_rows = json.loads(proc.stdout.strip().splitlines()[-1])
     else:
-        dev_rows = [measure(16, length, "small", repeats, devices=d) for d in (1, jax.device_count())]
-    print("## Training throughput (MLP 'small' on mnist1d, batch 128, one seed per vmapped lane)\n")
-    print(table(rows, ["seeds", "steps", "compile_s", "run_s", "steps_per_s", "seed_steps_per_s", "vmap_gain"]))
-    print("\n## Seed axis sharded over devices (16 seeds)\n")
-    print(table(dev_rows, ["devices", "steps", "compile_s", "run_s", "seed_steps_per_s"]))
-    payload = {"environment": environment(), "quick": args.quick, "vmap": rows, "devices": dev_rows}
-    path = write("training", payload)
+        dev_rows = [measure(16, length, "small", repeats, devices=d) for d in sorted({1, jax.device_count()})]
+    payload = {"benchmark": "training", "environment": environment(), "quick": args.quick, "vmap": rows,
+               "devices": dev_rows}
+    print(render(payload))
+    print("\n" + environment_line(payload["environment"]))
+    path = write_json(args.out or default_out("training", args.quick), payload)
     print(f"\nwritten: {path}")
     return payload
 
