@@ -202,7 +202,7 @@ def detect(model, variables, batch, *, eps: float = 1e-6, frac: float = 1.0,
 
     model, variables: a ``pdx.models.Model`` and its variables; batch: inputs x, or (x, y), or
     a dict with "x". eps, frac: frozen when |f'(z)| <= eps on >= frac of the samples (default:
-    exactly zero derivative... up to 1e-6, on every sample, as Theorem 2.1 requires);
+    |f'| <= 1e-6 on every sample, i.e. persistently saturated as Theorem 2.1 requires);
     dead_eps: dead when moreover |h| <= dead_eps on those samples. clones: "activations",
     "weights" or "both" (links must hold in both); similarity: "cosine" or "pearson";
     threshold: similarity (and norm ratio) threshold; weight_rtol: weight-symmetry tolerance
@@ -219,6 +219,8 @@ def detect(model, variables, batch, *, eps: float = 1e-6, frac: float = 1.0,
             raise InputError(f"{name}={v!r} must be a number >= 0")
     x = batch.get("x") if isinstance(batch, dict) else (batch[0] if isinstance(batch, tuple)
                                                           else batch)
+    if x is None or np.ndim(x) < 2:
+        raise InputError("batch must be inputs x (B, ...), a tuple (x, y) or a dict with 'x'")
     if train and (model.options.get("dropout", 0) or model.options.get("attention_dropout", 0)):
         from ..models import create
 
