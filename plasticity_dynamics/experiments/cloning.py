@@ -312,8 +312,9 @@ def run_cloning_noise(scale: str, out_dir: Path, data_dir=None, progress=True) -
 
     from ..plotting.run import save_figure
 
-    sigmas = (0.01, 0.05) if scale == "smoke" else (0.01, 0.02, 0.05)
-    lambdas = (0.0, 0.999) if scale == "smoke" else (0.0, 0.9, 0.99, 0.999, 1.0)
+    # The paper's grid (3 σ₀ × 5 λ) at paper scale; a 2 × 3 corner of it at small scale (CPU minutes).
+    sigmas = {"smoke": (0.01, 0.05), "small": (0.01, 0.05), "paper": (0.01, 0.02, 0.05)}[scale]
+    lambdas = {"smoke": (0.0, 0.999), "small": (0.0, 0.99, 1.0), "paper": (0.0, 0.9, 0.99, 0.999, 1.0)}[scale]
     fams = ("mlp",) if scale == "smoke" else ("mlp", "vit")
     results, checks = {}, []
     for fam in fams:
