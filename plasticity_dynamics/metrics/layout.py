@@ -14,7 +14,9 @@ Reference: arXiv 2510.00304, Appendix B.1.2 (PAPER.md section 4, "how H, G are f
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..errors import InputError, check_choice
 
@@ -31,11 +33,25 @@ def as_float(x) -> jnp.ndarray:
 
 
 def check_matrix(name: str, h) -> jnp.ndarray:
-    """Return ``h`` as a float (samples, units) array; InputError unless it is 2-D and non-empty."""
+    """Return ``h`` as a float (samples, units) array; InputError unless it is 2-D and non-empty,
+    and, when ``h`` is concrete (called outside jit), unless every entry is finite: a NaN or Inf
+    would otherwise give a silently wrong rank or fraction. Inside jit no check is possible; the
+    training engine stops on a non-finite loss first."""
     h = as_float(h)
     if h.ndim != 2 or h.shape[0] == 0 or h.shape[1] == 0:
         raise InputError(f"{name} has shape {tuple(h.shape)}; expected a non-empty (samples, units) matrix")
+    check_finite(name, h)
     return h
+
+
+def check_finite(name: str, a) -> None:
+    """InputError naming the first non-finite entry of a concrete array; no-op on tracers."""
+    if isinstance(a, jax.core.Tracer):
+        return
+    arr = np.asarray(a)
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        raise InputError(f"{name} contains {arr[where]} at index {where}; metrics need finite values")
 
 
 def flatten_units(a, kind: str, *, pool: bool = False) -> jnp.ndarray:

@@ -275,5 +275,8 @@ def unit_metrics(model, variables, batch, *, loss: str = "xent", class_mask=None
             _CACHE.popitem(last=False)
     _CACHE.move_to_end(key)
     x, y = batch
+    from .layout import check_finite
+
+    check_finite("batch x", x)
     result = hit[1](variables, x, y, class_mask, rng=rng, init_params=init_params, prev_params=prev_params)
     return {name: {layer: float(v) for layer, v in per.items()} for name, per in jax.device_get(result).items()}
