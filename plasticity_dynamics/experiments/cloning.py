@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..plotting.run import band as _band
 from .registry import register
 
 _SCALE = {
@@ -206,11 +207,6 @@ def _expand_seeds(model, base_vars):
 # ------------------------------------------------------------------------------ figures
 
 
-def _band(ax, x, y, label=None, color=None, style="-"):
-    m, sd = np.nanmean(y, 0), np.nanstd(y, 0)
-    line, = ax.plot(x, m, style, color=color, label=label)
-    ax.fill_between(x, m - sd, m + sd, alpha=0.2, color=line.get_color())
-    return line
 
 
 def _panels(axes, runs: dict, clone_start: int, base_dotted: bool = True):

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..training import Config, train
+from ..plotting.run import band as _band
 from .registry import register
 
 DEAD = "dead_frac@1e-07,0.95"
@@ -89,11 +90,6 @@ def _monitored(run, family):
     return list(kinds)
 
 
-def _band(ax, steps, vals, label, color=None, style="-"):
-    mean, std = vals.mean(0), vals.std(0)
-    line, = ax.plot(steps, mean, style, label=label, color=color)
-    ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=line.get_color())
-    return line
 
 
 @register("continual", "Fig 3.1, 3.2, B.4, B.5, B.6",

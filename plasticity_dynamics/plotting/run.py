@@ -56,11 +56,19 @@ def task_boundaries(rows) -> list[int]:
     return [last[t] for t in sorted(last)[:-1]]
 
 
+def band(ax, x, values, label=None, color=None, style="-"):
+    """Plot the mean over seeds of ``values`` (seeds, R) against ``x`` (R,) with a ±1 std band
+    (NaNs ignored); returns the line."""
+    values = np.asarray(values, dtype=float)
+    mean, std = np.nanmean(values, 0), np.nanstd(values, 0)
+    line, = ax.plot(x, mean, style, label=label, color=color)
+    ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
+    return line
+
+
 def _band(ax, s, label, color=None):
     steps, mean, std = s
-    line, = ax.plot(steps, mean, label=label, color=color)
-    ax.fill_between(steps, mean - std, mean + std, alpha=0.25, color=line.get_color())
-    return line
+    return band(ax, steps, np.stack([mean - std, mean + std]), label, color)
 
 
 def _first_metric(rows, prefix: str) -> str | None:
