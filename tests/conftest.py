@@ -1,7 +1,13 @@
-"""Test-wide set-up: fake four CPU devices so multi-device paths run on CPU-only CI."""
+"""Test-wide set-up: fake four CPU devices so multi-device paths run on CPU-only CI, and a
+persistent XLA compilation cache so that identical programs (the same tiny model trained in
+several tests, or twice in one test) compile once per suite run."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
