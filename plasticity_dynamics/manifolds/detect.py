@@ -278,8 +278,9 @@ def detect(model, variables, batch, *, eps: float = 1e-6, frac: float = 1.0,
         ev["clusters"] = [b.tolist() for b in partition.blocks(g) if b.size > 1]
         ev["spread"] = _group_spread(partition, g, params)
         ev["r2"] = {layer: _clone_r2(flat[layer], ids) for layer in monitored.get(g, [])}
-    reference, res = jax.jit(lambda p: (equitable_projection(partition, p),
-                                        equitable_residuals(partition, p)))(params)
+    # Eager on purpose: the partition changes from call to call, and a fresh jit here cost a
+    # compile (80-90 % of a call) every time; the projection is a few segment sums per leaf.
+    reference, res = equitable_projection(partition, params), equitable_residuals(partition, params)
     clo = cloned(partition, reference)
     fro = frozen(frozen_units, params, part, dead=dead_units)
     norm = max(float(res["norm"]), 1e-300)
