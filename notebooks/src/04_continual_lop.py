@@ -16,6 +16,7 @@
 # batch norm, layer norm (both with affine parameters); two seeds each.
 
 # %%
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -184,6 +185,7 @@ for norm in NORMS:
     persist = f"{np.nanmean(pers):.3f}" if np.any(np.isfinite(pers)) else "  (none dead)"
     print(f"{norm:<7}{f['ever']['dead']:10.3f}{deaths[0]:>19d} / {deaths[1]:<7d}"
           f"{revivals[0]:>21d} / {revivals[1]:<7d}{persist:>18}")
+shutil.rmtree(workdir)  # the run directories (checkpoints) were only needed for this notebook
 print(f"notebook time {time.perf_counter() - T0:.1f} s")
 
 # %% [markdown]
