@@ -397,7 +397,7 @@ def _summary(config: Config, c: Components, rows, wall, n_dev, total) -> dict:
             final.setdefault(metric, {})[str(seed)] = value
     acc_by_task: dict[int, list] = {}
     for step, seed, task, layer, metric, value in rows:
-        if metric == "accuracy":
+        if metric == "accuracy" and layer == "":  # online accuracy, not the metric batch's
             acc_by_task.setdefault(task, []).append(value)
     return {
         "steps": total,
