@@ -4,7 +4,8 @@ The operator is ``A = P_N H P_N`` seen on N = range(P_N) only (Definition A.2 of
 PAPER.md §1.6): stable if v^T H v > 0 for every nonzero normal v, unstable if < 0, saddle if
 both signs occur. Three routes, all restricted to N:
 
-- ``dense``: an orthonormal basis Q (n x d) of N from a projected Gaussian sketch (QR twice),
+- ``dense``: an orthonormal basis Q (n x d) of N from a projected, oversampled Gaussian sketch
+  (top d left singular vectors, re-projected and re-orthonormalised),
   the d x d block ``Q^T H Q`` from d HVPs, ``numpy.linalg.eigh`` in float64.
 - ``lanczos``: start in N, re-project every step (``P_N H P_N``), full reorthogonalisation.
 - ``lobpcg``: ``lobpcg_standard`` twice (lowest and highest end), tangent directions shifted out
@@ -108,15 +109,22 @@ def _frobenius_estimate(hess, flat, key):
     return jnp.sqrt(jnp.asarray(flat.shape[0], flat.dtype)) * jnp.linalg.norm(hess(u))
 
 
+_OVERSAMPLE = 10
+
+
 @partial(jax.jit, static_argnames=("loss", "manifold", "d", "batch_size"))
 def _dense_kernel(params, args, key, man_dyn, *, loss, manifold, d, batch_size):
     flat, normal, hess = _flat_fns(loss, resolve_manifold(manifold, man_dyn), params, args)
     k1, k2 = jax.random.split(key)
-    sketch = jax.vmap(normal)(jax.random.normal(k1, (d, flat.shape[0]), flat.dtype))
-    q, r = jnp.linalg.qr(sketch.T)
-    q, _ = jnp.linalg.qr(jax.vmap(normal)(q.T).T)  # re-project, re-orthonormalise
+    # Oversampled sketch: with exactly d columns the sketch restricted to N is a square Gaussian
+    # matrix whose last QR pivot is |N(0,1)|-small with fair probability (a rank-d projector then
+    # looked rank-deficient); d + p columns and the top d left singular vectors are robust.
+    p = _OVERSAMPLE
+    sketch = jax.vmap(normal)(jax.random.normal(k1, (d + p, flat.shape[0]), flat.dtype))
+    u, sv, _ = jnp.linalg.svd(sketch.T, full_matrices=False)
+    q, _ = jnp.linalg.qr(jax.vmap(normal)(u[:, :d].T).T)  # re-project, re-orthonormalise
     block = jax.lax.map(hess, q.T, batch_size=batch_size) @ q  # Q^T H Q (rows H q_i)
-    return q, block, jnp.abs(jnp.diag(r)), _frobenius_estimate(hess, flat, k2)
+    return q, block, sv[:d], _frobenius_estimate(hess, flat, k2)
 
 
 @partial(jax.jit, static_argnames=("loss", "manifold", "num_iters"))
@@ -220,7 +228,7 @@ def normal_spectrum(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
         rdiag = np.asarray(rdiag)
         if rdiag.min() <= 1e-3 * rdiag.max():
             raise InputError(f"manifold.normal_dim={d} exceeds the rank of manifold.normal "
-                             f"(sketch R diagonal min/max = {rdiag.min() / rdiag.max():.1e})")
+                             f"(sketch singular values min/max = {rdiag.min() / rdiag.max():.1e})")
         b = np.asarray(block, np.float64)
         theta, s = np.linalg.eigh((b + b.T) / 2)
         idx = _select(theta, k)

@@ -65,6 +65,25 @@ def tree_norm(tree):
                         for x in leaves))
 
 
+class _Meta:
+    """normal_dim and info of a Manifold inside its pytree structure. They describe the manifold
+    but do not change any computation (masks and block operators are the leaves), so they are
+    left out of equality and hashing: a manifold with other frozen units of the same layers has
+    the same tree structure and reuses compiled kernels (``analyze`` along a trajectory). Inside
+    a traced function they are those of the first manifold traced; use them outside jit."""
+
+    __slots__ = ("normal_dim", "info")
+
+    def __init__(self, normal_dim, info):
+        self.normal_dim, self.info = normal_dim, info
+
+    def __hash__(self):
+        return 0
+
+    def __eq__(self, other):
+        return isinstance(other, _Meta)
+
+
 @jax.tree_util.register_pytree_node_class
 class Manifold:
     """Affine LoP manifold M = reference + T (see module docstring). Build with :func:`cloned`
@@ -84,12 +103,13 @@ class Manifold:
     # --- pytree protocol
     def tree_flatten(self):
         children = (self._reference, self._ops, self._masks)
-        aux = (self.kind, self._treedef, self._axes, self.normal_dim, self._info)
+        aux = (self.kind, self._treedef, self._axes, _Meta(self.normal_dim, self._info))
         return children, aux
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        return cls(*aux, *children)
+        kind, treedef, axes, meta = aux
+        return cls(kind, treedef, axes, meta.normal_dim, meta.info, *children)
 
     # --- metadata
     @property
