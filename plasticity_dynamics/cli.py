@@ -168,7 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _configure_jax() -> None:
+    """Application-level JAX settings (the library itself never changes global config).
+
+    CPU asynchronous dispatch is switched off: with it, a long CPU run was seen to hang for
+    good in ``block_until_ready`` with every XLA worker idle (the open upstream report
+    jax-ml/jax#25861 describes the same hang and this workaround). On GPU it changes nothing.
+    """
+    import jax
+
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _configure_jax()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

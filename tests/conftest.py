@@ -11,3 +11,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+# CPU asynchronous dispatch off, as the command line does (see plasticity_dynamics.cli._configure_jax):
+# a run was seen to hang in block_until_ready with it on (upstream jax-ml/jax#25861).
+import jax  # noqa: E402
+
+jax.config.update("jax_cpu_enable_async_dispatch", False)
