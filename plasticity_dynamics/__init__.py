@@ -21,3 +21,5 @@ from . import plotting
 __version__ = "0.1.0"
 
 train = training.train  # pdx.train(config) -> Run (DESIGN.md contract)
+
+from .cli import configure_jax  # noqa: E402  (CPU settings the command line applies; call first)

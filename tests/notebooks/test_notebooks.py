@@ -98,7 +98,10 @@ FAST = ("01_quickstart",)
 def test_notebook_executes(name, kernel_name, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    monkeypatch.delenv("XLA_FLAGS", raising=False)  # a user's kernel: one CPU device, not conftest's four
+    # a user's kernel: one CPU device, not conftest's four; the command line's XLA CPU flag kept
+    from plasticity_dynamics.cli import XLA_CPU_FLAG
+
+    monkeypatch.setenv("XLA_FLAGS", XLA_CPU_FLAG)
     nb = nbformat.read(_notebook(name), as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.prefix)"))
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=kernel_name,
