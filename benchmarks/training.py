@@ -33,12 +33,12 @@ def _setup(seeds: int, preset: str, devices: int | None):
     from functools import partial
 
     from plasticity_dynamics.training import Config
-    from plasticity_dynamics.training.engine import _limited_sharding, build, init_state, make_chunk_fn
+    from plasticity_dynamics.training.engine import seed_sharding, build, init_state, make_chunk_fn
 
     cfg = Config().with_overrides({"model.preset": preset, "seeds": seeds, "record.metrics": False,
                                    "train.batch_size": 128})
     c = build(cfg)
-    sharding, n = _limited_sharding(seeds, devices or jax.device_count())
+    sharding, n = seed_sharding(seeds, devices or jax.device_count())
     state = jax.device_put(jax.vmap(partial(init_state, c))(jnp.arange(seeds)), sharding)
     seed_arr = jax.device_put(jnp.arange(seeds, dtype=jnp.int32), sharding)
     data = jax.tree_util.tree_map(jnp.asarray, c.stream.task_data(0))

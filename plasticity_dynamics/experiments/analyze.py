@@ -55,7 +55,7 @@ def analyze(run_dir: str | Path, steps: str = "all", *, k: int = 3, progress: bo
     from ..manifolds import detect
     from ..models import create
     from ..training import Config, build, list_checkpoints, load_checkpoint
-    from ..training.engine import init_state
+    from ..training.engine import init_state, progress_bar
     from ..training.rundir import atomic_write_json
     from ..training.step import masked_loss
 
@@ -77,7 +77,7 @@ def analyze(run_dir: str | Path, steps: str = "all", *, k: int = 3, progress: bo
 
     grad_fn = jax.jit(jax.grad(loss_fn))
     records = []
-    bar = _bar(len(chosen) * len(config.seeds), progress)
+    bar = progress_bar(len(chosen) * len(config.seeds), progress, desc="analyze", unit="ckpt·seed")
     t0 = time.perf_counter()
     for step in chosen:
         state, meta = load_checkpoint(run_dir, step, template)
@@ -144,19 +144,3 @@ def plot_analysis(payload: dict, out_dir: Path) -> list:
     axes[2].legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, Path(out_dir) / "manifolds_curvature")
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _bar(total, enabled):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="analyze", unit="ckpt·seed")

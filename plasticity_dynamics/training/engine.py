@@ -228,10 +228,12 @@ class Run:
         return state
 
 
-def _seed_sharding(num_seeds: int):
-    devices = jax.devices()
-    n = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0 and d <= len(devices))
-    mesh = jax.sharding.Mesh(np.array(devices[:n]), ("seeds",))
+def seed_sharding(num_seeds: int, devices: int | None = None):
+    """(NamedSharding over a 1-D mesh "seeds", device count): the largest number of the first
+    ``devices`` devices (default all) that divides ``num_seeds``."""
+    avail = jax.devices()[: devices or jax.device_count()]
+    n = max(d for d in range(1, len(avail) + 1) if num_seeds % d == 0)
+    mesh = jax.sharding.Mesh(np.array(avail[:n]), ("seeds",))
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")), n
 
 
@@ -256,7 +258,7 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
     c = build(config)
     seeds = jnp.asarray(config.seeds, dtype=jnp.int32)
     n_seeds = len(config.seeds)
-    sharding, n_dev = _seed_sharding(n_seeds) if devices is None else _limited_sharding(n_seeds, devices)
+    sharding, n_dev = seed_sharding(n_seeds, devices)
 
     state = jax.vmap(partial(init_state, c))(seeds)
     rows: list[tuple] = []
@@ -295,7 +297,7 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
     every = config.record.every
     ckpt_every = config.record.checkpoint_every
     total = sum(n for _, _, n in c.schedule)
-    bar = _progress(total, start_step, progress)
+    bar = progress_bar(total, progress, initial=start_step)
     t0 = time.perf_counter()
     last_good_ckpt = checkpoints[-1] if checkpoints else None
     try:
@@ -353,13 +355,6 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
     if run_dir is not None:
         rd.atomic_write_json(run_dir / "summary.json", summary)
     return Run(config, run_dir, rows, checkpoints, summary, c, jax.device_get(state))
-
-
-def _limited_sharding(num_seeds: int, devices: int):
-    avail = jax.devices()[:devices]
-    n = max(d for d in range(1, len(avail) + 1) if num_seeds % d == 0)
-    mesh = jax.sharding.Mesh(np.array(avail[:n]), ("seeds",))
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")), n
 
 
 def _flush(run_dir, rows):
@@ -422,12 +417,13 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, initial: int, enabled: bool):
+def progress_bar(total: int, enabled: bool, desc: str = "train", initial: int = 0, unit: str = "step"):
+    """A tqdm bar on stderr, or a silent stand-in when ``enabled`` is False."""
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="step", desc="train", dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, unit=unit, desc=desc, dynamic_ncols=True)
 
 
 def replace_config(config: Config, **sections) -> Config:
