@@ -87,13 +87,7 @@ def _summary_md(fig: Figure, scale: str, wall: float, result: dict) -> str:
 
 def _load_all() -> None:
     """Import the experiment modules so that they register their figures."""
-    from . import continual  # noqa: F401
-    for optional in ("theory_registry", "bitflip", "cloning", "fate", "cloning_curvature"):
-        try:
-            __import__(f"{__package__}.{optional}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{optional}":
-                raise
+    from . import bitflip, cloning, cloning_curvature, continual, fate, theory_registry  # noqa: F401
 
 
 def figures() -> dict[str, Figure]:
