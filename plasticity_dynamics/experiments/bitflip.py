@@ -144,8 +144,15 @@ def run_bitflip_widths(scale: str, out_dir: Path, data_dir=None, progress=True) 
     fig.suptitle("Fig B.2: end of the SGD phase vs end of the CBP phase", fontsize=10)
     fig.tight_layout()
     save_figure(fig, out_dir / "figures" / "figB_2")
-    wide = str(max(s["widths"]))
+    wide, narrow = str(max(s["widths"])), str(min(s["widths"]))
     checks.append((f"width {wide}: CBP lowers the duplicate fraction",
                    f"{results[wide]['SGD'][1]:.3f} → {results[wide]['CBP'][1]:.3f}",
                    results[wide]["CBP"][1] <= results[wide]["SGD"][1]))
+    if wide != narrow:
+        dup_n, dup_w = results[narrow]["SGD"][1], results[wide]["SGD"][1]
+        checks.append(("under SGD the duplicate fraction grows with width",
+                       f"width {narrow}: {dup_n:.3f}, width {wide}: {dup_w:.3f}", dup_w > dup_n))
+        gap = {w: results[w]["SGD"][2] - results[w]["CBP"][2] for w in (narrow, wide)}
+        checks.append(("the SGD − CBP loss gap grows with width",
+                       f"width {narrow}: {gap[narrow]:+.3f}, width {wide}: {gap[wide]:+.3f}", gap[wide] > gap[narrow]))
     return {"results": results, "checks": checks, "notes": ["Each bar: mean over seeds of the phase's last samples."]}

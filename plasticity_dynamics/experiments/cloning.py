@@ -371,6 +371,16 @@ def run_cloning_noise(scale: str, out_dir: Path, data_dir=None, progress=True) -
         single = results[fam][f"{sigmas[0]},0.0"]
         checks.append((f"{fam}: a single noisy step (λ = 0) breaks the clones", f"end R² {single['r2_end']:.4f}",
                        single["r2_end"] < 0.99))
+        sgd_loss = results[fam]["SGD"]["loss_clone_end"]
+        if fam == "mlp":  # B.8: any decaying noise escapes to a lower loss (the ViT's all reach ≈0, B.10)
+            decaying = [results[fam][f"{s0},{lam}"]["loss_clone_end"] for s0 in sigmas for lam in lambdas if lam < 1]
+            checks.append((f"{fam}: every decaying noise (λ < 1) ends below the SGD clone's loss",
+                           f"worst {max(decaying):.3f} vs SGD clone {sgd_loss:.3f}", max(decaying) < sgd_loss))
+        if 1.0 in lambdas:  # B.9 / B.11: constant noise hurts
+            big = sigmas[-1]
+            const, once = results[fam][f"{big},1.0"]["loss_clone_end"], results[fam][f"{big},0.0"]["loss_clone_end"]
+            checks.append((f"{fam}: constant noise (λ = 1, σ₀ = {big}) ends above a single noisy step (λ = 0)",
+                           f"{const:.3f} vs {once:.3f}", const > once))
     return {"results": results, "checks": checks, "notes": _notes(scale, fams)}
 
 
