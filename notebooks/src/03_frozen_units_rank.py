@@ -95,9 +95,9 @@ x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
 x_eval = jnp.asarray(data.x_test[:512])
 
 
-def sgd_run(model, params, steps, lr=0.05, key=jax.random.PRNGKey(1)):
-    """``steps`` SGD steps on random batches of 128 (one lax.scan); returns the final params."""
-    opt = optax.sgd(lr)
+def train(model, params, opt, steps, key):
+    """``steps`` optimiser steps on random batches of 128 (one jitted lax.scan);
+    returns (final params, per-step losses)."""
 
     def step(carry, t):
         p, s = carry
@@ -107,10 +107,12 @@ def sgd_run(model, params, steps, lr=0.05, key=jax.random.PRNGKey(1)):
             logits = model.apply({"params": p}, x_train[idx]).logits
             return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y_train[idx]))
 
-        u, s = opt.update(jax.grad(loss)(p), s, p)
-        return (optax.apply_updates(p, u), s), None
+        value, g = jax.value_and_grad(loss)(p)
+        u, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, u), s), value
 
-    return jax.jit(lambda p: jax.lax.scan(step, (p, opt.init(p)), jnp.arange(steps))[0][0])(params)
+    (params, _), losses = jax.jit(lambda p: jax.lax.scan(step, (p, opt.init(p)), jnp.arange(steps)))(params)
+    return params, losses
 
 
 planted = {"relu": -100.0, "tanh": 5.0}
@@ -120,7 +122,7 @@ for act, bias in planted.items():
     params["dense_0"]["bias"] = params["dense_0"]["bias"].at[:4].set(bias)
     det = pdx.manifolds.detect(model, {"params": params}, x_eval, eps=EPS, frac=0.99)
     M_F = det.frozen
-    trained = sgd_run(model, params, 100)
+    trained, _ = train(model, params, optax.sgd(0.05), 100, jax.random.PRNGKey(1))
     moved = pdx.manifolds.tree_norm(jax.tree_util.tree_map(jnp.subtract, trained, params))
     print(f"{act}: frozen {({k: v.tolist() for k, v in det.frozen_units.items()})}, "
           f"dead {({k: v.tolist() for k, v in det.dead_units.items()})}; normal_dim {M_F.normal_dim}")
@@ -161,22 +163,7 @@ for act, bias in planted.items():
 def adam_run(act, steps=400, lr=1e-2, seed=0):
     model = pdx.models.create("mlp", widths=(32, 32, 32), activation=act, norm="none", dropout=0.0)
     params = model.init(jax.random.PRNGKey(seed), x_train[:2])["params"]
-    opt = optax.adam(lr)
-    key = jax.random.PRNGKey(seed + 1)
-
-    def step(carry, t):
-        p, s = carry
-        idx = jax.random.randint(jax.random.fold_in(key, t), (128,), 0, x_train.shape[0])
-
-        def loss(p):
-            logits = model.apply({"params": p}, x_train[idx]).logits
-            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y_train[idx]))
-
-        value, g = jax.value_and_grad(loss)(p)
-        u, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, u), s), value
-
-    (params, _), losses = jax.jit(lambda p: jax.lax.scan(step, (p, opt.init(p)), jnp.arange(steps)))(params)
+    params, losses = train(model, params, optax.adam(lr), steps, jax.random.PRNGKey(seed + 1))
     return model, params, float(losses[-50:].mean())
 
 

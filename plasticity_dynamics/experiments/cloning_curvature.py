@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .cloning import _SCALE, _expand_seeds, _family_setup, _metric_batch
+from .cloning import _expand_seeds, _family_setup, _metric_batch, clone_settings
 from .registry import register
 
 _CURV = {"smoke": dict(records=3, escape_at=1, escape_steps=60, fit_steps=8, k=2),
@@ -43,7 +43,7 @@ def run_cloning_curvature(scale: str, out_dir: Path, data_dir=None, progress=Tru
     from ..plotting.run import save_figure
     from ..training.step import masked_loss, train_step
 
-    s, cv = _SCALE[scale], _CURV[scale]
+    s, cv = clone_settings("mlp", scale), _CURV[scale]
     ds, model = _family_setup("mlp", scale, data_dir, 0.0)
     lr = s["lr"]
     xs, ys = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
