@@ -21,20 +21,21 @@ class _Parser(argparse.ArgumentParser):
 
 def _cmd_train(args) -> int:
     from .plotting.run import plot_run
-    from .training import Config, parse_override, train
+    from .training import Config, parse_override, resume_config, train
 
+    overrides = dict(parse_override(s) for s in args.set)
     if args.resume:
-        if args.config or args.set:
-            raise InputError("--resume takes its config from RUN_DIR/config.toml; drop CONFIG and --set")
         if not args.out:
             raise InputError("--resume needs --out RUN_DIR")
-        cfg = None
+        if args.force:
+            raise InputError("--resume and --force exclude each other: --force starts the run again from scratch")
+        # CONFIG and --set may restate the stored config; a differing value is refused (exit 2)
+        base = Config.from_toml(args.config) if args.config else resume_config(args.out)
+        cfg = base.with_overrides(overrides)
     else:
-        cfg = Config.from_toml(args.config) if args.config else Config()
-        overrides = dict(parse_override(s) for s in args.set)
-        cfg = cfg.with_overrides(overrides)
+        cfg = (Config.from_toml(args.config) if args.config else Config()).with_overrides(overrides)
     out = args.out or _default_out()
-    run = train(cfg or Config(), out=out, resume=args.resume, force=args.force, progress=not args.quiet)
+    run = train(cfg, out=out, resume=args.resume, force=args.force, progress=not args.quiet)
     figs = plot_run(run.rows, Path(out) / "figures")
     print(f"run directory: {out}")
     for f in figs:
@@ -137,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=0.01 --set model.widths=[64,64]")
     t.add_argument("--out", help="run directory (default runs/train-<time>)")
-    t.add_argument("--resume", action="store_true", help="continue --out from its last checkpoint")
+    t.add_argument("--resume", action="store_true",
+                   help="continue --out from its last verified checkpoint with its stored config.toml (CONFIG and "
+                        "--set may only restate it); exit 2, nothing touched, when no checkpoint fits")
     t.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)

@@ -8,7 +8,7 @@
 
 from .interventions import (INTERVENTIONS, Intervention, cbp, full_reset, head_reset, make_intervention, none, redo,
                             shrink_perturb)
-from .optimizers import OPTIMIZERS, NoisyGradState, make_optimizer, noisy_sgd_noise, reseed_noise, reset_state
+from .optimizers import OPTIMIZERS, NoisyGradState, describe_optimizer, make_optimizer, noisy_sgd_noise, reseed_noise, reset_state
 from .units import UnitLayer, mask_opt_state, torch_default_like, unit_layers
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "OPTIMIZERS",
     "UnitLayer",
     "cbp",
+    "describe_optimizer",
     "full_reset",
     "head_reset",
     "make_intervention",

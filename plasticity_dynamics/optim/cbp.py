@@ -22,8 +22,8 @@ After every optimiser step, for every hidden layer (see :mod:`.units` for mlp / 
    All layers decide from the same pre-replacement network (statistics first, surgery after).
    The replaced entries of every params-shaped optimiser buffer (Adam moments, momentum)
    are zeroed, as Dohare et al.'s AdamGnT does; counts are kept. A norm layer between
-   the unit and its activation gets scale 1, bias 0 for the unit (the bias correction is
-   then exact only without normalisation). The authors' extra zeroing of the whole
+   the unit and its activation gets scale 1, bias 0 for the unit, and its running statistics
+   mean 0, var 1 (the bias correction is then exact only without normalisation). The authors' extra zeroing of the whole
    first-layer bias vector (a bug, PAPER.md 5.7) is not reproduced.
 
 Conv layers: a unit is a channel, statistics average over batch and space; the bias
@@ -68,8 +68,10 @@ def cbp(replacement_rate: float = 1e-4, decay: float = 0.99, maturity_threshold:
                                  "replaced": jnp.zeros([], jnp.int32)}
         return state
 
-    def apply(params, opt_state, state, activations, step, key, task_start=False):
+    def apply(variables, opt_state, state, activations, step, key, task_start=False):
+        """``variables``: the model's variables dict ("params", optionally "batch_stats")."""
         del step, task_start
+        params = variables["params"]
         if activations is None:
             raise InputError("intervention 'cbp' needs the training batch activations")
         layers = unit_layers(params)
@@ -119,9 +121,10 @@ def cbp(replacement_rate: float = 1e-4, decay: float = 0.99, maturity_threshold:
             fan_in = math.prod(w_in.shape[:-1])
             bound = gain * math.sqrt(3.0 / fan_in) if init == "kaiming_uniform" else 1.0 / math.sqrt(fan_in)
             fresh = jax.random.uniform(jax.random.fold_in(key, li), w_in.shape, w_in.dtype, -bound, bound)
-            params, keep = replace_units(params, keep, layer, replace, fresh, 0.0, add_to_next_bias=shift)
+            variables, keep = replace_units(variables, keep, layer, replace, fresh, 0.0, add_to_next_bias=shift)
+            params = variables["params"]
         if reset_opt_state:
             opt_state = mask_opt_state(opt_state, params, keep)
-        return params, opt_state, new_state
+        return variables, opt_state, new_state
 
     return init_state, apply

@@ -5,7 +5,10 @@
     params, opt_state, s = iv.apply(params, opt_state, s, activations, step, key, task_start=False)
     params, opt_state, s = iv.on_task_start(params, opt_state, s, key)
 
-``params`` is the "params" collection, ``opt_state`` the optax state built on it,
+``params`` is the model's variables dict ("params", and "batch_stats" where the model keeps
+running statistics; re-drawn units then also get fresh statistics) or, for older callers, the
+"params" collection alone (the same form comes back); ``opt_state`` the optax state built on
+the params,
 ``activations`` the dict of monitored activations of the training batch (model
 contract keys, "hidden_{i}" for MLPs; only cbp and redo read it), ``step`` the
 index of the optimiser step just taken (global, 0-based; may be traced), ``key``
@@ -26,11 +29,15 @@ actions (head_reset, full_reset, shrink_perturb with ``at_task_start``) happen i
   their optimiser-state entries zeroed (default tau 0.1, every 1000).
 - head_reset: zero the output layer ("out" kernel and bias) at task starts (PAPER.md 5.3);
   optimiser state kept unless ``reset_opt_state``.
-- full_reset: re-initialise every parameter at task starts; the optimiser state is
-  re-created with ``optimizer.init`` when ``optimizer`` is given (noise keys continue),
-  else its params-shaped buffers are zeroed (counts kept).
-The init distribution is ``init_fn(key) -> params`` when given (e.g. ``lambda k:
-model.init(k, x)["params"]``), else PyTorch's default init by shape (units.torch_default_like).
+- full_reset: re-initialise every parameter (and running statistic) at task starts; the
+  optimiser state is re-created with ``optimizer.init`` when ``optimizer`` is given (moments
+  and step count restart, noise keys continue), else its params-shaped buffers are zeroed
+  (counts kept).
+The init distribution is ``init_fn(key)`` when given (the model's own init, e.g. ``lambda k:
+model.init(k, x)``: ResNet-18 Kaiming-normal fan-out, ViT truncated normal 0.02, ...), else
+PyTorch's default init by shape (units.torch_default_like). ``make_intervention(name,
+context={"init_fn": ..., "optimizer": ...})`` hands these to the interventions that take them;
+the training engine always does, with the model's init and the run's optimiser.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ import jax.numpy as jnp
 from ..errors import InputError, check_choice, check_positive, check_range
 from .cbp import cbp as _cbp
 from .optimizers import reset_state
-from .units import activations_2d, all_true, fresh_params, mask_opt_state, replace_units, unit_layers
+from .units import (activations_2d, all_true, as_variables, fresh_params, fresh_variables, mask_opt_state, replace_units,
+                    unit_layers)
 
 INTERVENTIONS: dict[str, str] = {
     "none": "no intervention",
@@ -71,16 +79,29 @@ def _identity(params, opt_state, state, key):
 
 
 def _build(name, init, step_fn, start_fn, options) -> Intervention:
-    def apply(params, opt_state, state, activations, step, key, task_start=False):
-        params, opt_state, state = step_fn(params, opt_state, state, activations, step, key)
-        if task_start is False or start_fn is _identity:
-            return params, opt_state, state
-        k = jax.random.fold_in(key, 0x7A5C)
-        if task_start is True:
-            return start_fn(params, opt_state, state, k)
-        return jax.lax.cond(jnp.asarray(task_start), start_fn, _identity, params, opt_state, state, k)
+    """Wrap variables-level ``step_fn`` / ``start_fn`` so that callers may pass variables or params."""
 
-    return Intervention(name, init, apply, start_fn, options)
+    def apply(params, opt_state, state, activations, step, key, task_start=False):
+        variables, whole = as_variables(params)
+        variables, opt_state, state = step_fn(variables, opt_state, state, activations, step, key)
+        if task_start is not False and start_fn is not _identity:
+            k = jax.random.fold_in(key, 0x7A5C)
+            if task_start is True:
+                variables, opt_state, state = start_fn(variables, opt_state, state, k)
+            else:
+                variables, opt_state, state = jax.lax.cond(jnp.asarray(task_start), start_fn, _identity,
+                                                           variables, opt_state, state, k)
+        return (variables if whole else variables["params"]), opt_state, state
+
+    def on_task_start(params, opt_state, state, key):
+        variables, whole = as_variables(params)
+        variables, opt_state, state = start_fn(variables, opt_state, state, key)
+        return (variables if whole else variables["params"]), opt_state, state
+
+    def init_state(params, key):
+        return init(as_variables(params)[0]["params"], key)
+
+    return Intervention(name, init_state, apply, on_task_start, options)
 
 
 def _no_state(params, key):
@@ -105,15 +126,16 @@ def shrink_perturb(shrink: float = 0.9999, sigma: float = 1e-4, every: int = 1, 
     check_positive("sigma", sigma, allow_zero=True)
     check_positive("every", every, integer=True)
 
-    def sp(params, opt_state, state, key):
+    def sp(variables, opt_state, state, key):
+        params = variables["params"]
         fresh = fresh_params(params, key, init_fn)
-        return jax.tree_util.tree_map(lambda p, f: (shrink * p + sigma * f).astype(p.dtype), params, fresh), \
-            opt_state, state
+        params = jax.tree_util.tree_map(lambda p, f: (shrink * p + sigma * f).astype(p.dtype), params, fresh)
+        return {**variables, "params": params}, opt_state, state
 
-    def step_fn(params, opt_state, state, activations, step, key):
+    def step_fn(variables, opt_state, state, activations, step, key):
         if at_task_start:
-            return params, opt_state, state
-        return jax.lax.cond(_every(step, every), sp, _identity, params, opt_state, state, key)
+            return variables, opt_state, state
+        return jax.lax.cond(_every(step, every), sp, _identity, variables, opt_state, state, key)
 
     opts = dict(shrink=shrink, sigma=sigma, every=every, at_task_start=at_task_start)
     return _build("shrink_perturb", _no_state, step_fn, sp if at_task_start else _identity, opts)
@@ -134,7 +156,8 @@ def redo(tau: float = 0.1, every: int = 1000, reset_opt_state: bool = True,
     def init(params, key):
         return {layer.name: {"recycled": jnp.zeros([], jnp.int32)} for layer in unit_layers(params)}
 
-    def recycle(params, opt_state, state, activations, key):
+    def recycle(variables, opt_state, state, activations, key):
+        params = variables["params"]
         fresh = fresh_params(params, key, init_fn)
         keep = all_true(params)
         new_state = {}
@@ -144,23 +167,24 @@ def redo(tau: float = 0.1, every: int = 1000, reset_opt_state: bool = True,
             s = jnp.abs(activations_2d(activations[layer.act_key]).astype(jnp.float32)).mean(axis=0)
             dormant = s / (s.mean() + 1e-9) <= tau
             f = fresh[layer.name]
-            params, keep = replace_units(params, keep, layer, dormant, f["kernel"], f.get("bias", 0.0))
+            variables, keep = replace_units(variables, keep, layer, dormant, f["kernel"], f.get("bias", 0.0))
             new_state[layer.name] = {"recycled": state[layer.name]["recycled"] + dormant.sum().astype(jnp.int32)}
         if reset_opt_state:
-            opt_state = mask_opt_state(opt_state, params, keep)
-        return params, opt_state, new_state
+            opt_state = mask_opt_state(opt_state, variables["params"], keep)
+        return variables, opt_state, new_state
 
-    def step_fn(params, opt_state, state, activations, step, key):
+    def step_fn(variables, opt_state, state, activations, step, key):
         if activations is None:
             raise InputError("intervention 'redo' needs the training batch activations")
         return jax.lax.cond(_every(step, every), recycle, lambda p, o, s, a, k: (p, o, s),
-                            params, opt_state, state, activations, key)
+                            variables, opt_state, state, activations, key)
 
     return _build("redo", init, step_fn, _identity, dict(tau=tau, every=every, reset_opt_state=reset_opt_state))
 
 
 def head_reset(reset_opt_state: bool = False) -> Intervention:
-    def start(params, opt_state, state, key):
+    def start(variables, opt_state, state, key):
+        params = variables["params"]
         if "out" not in params:
             raise InputError(f"intervention 'head_reset' needs an 'out' layer; params have {', '.join(params)}")
         params = {**params, "out": jax.tree_util.tree_map(jnp.zeros_like, params["out"])}
@@ -168,20 +192,21 @@ def head_reset(reset_opt_state: bool = False) -> Intervention:
             keep = all_true(params)
             keep = {**keep, "out": jax.tree_util.tree_map(jnp.zeros_like, keep["out"])}
             opt_state = mask_opt_state(opt_state, params, keep)
-        return params, opt_state, state
+        return {**variables, "params": params}, opt_state, state
 
     return _build("head_reset", _no_state, _no_step, start, dict(reset_opt_state=reset_opt_state))
 
 
 def full_reset(init_fn: Callable | None = None, optimizer: Any = None) -> Intervention:
-    def start(params, opt_state, state, key):
-        params = fresh_params(params, key, init_fn)
+    def start(variables, opt_state, state, key):
+        variables = fresh_variables(variables, key, init_fn)
+        params = variables["params"]
         if optimizer is not None:
             opt_state = reset_state(optimizer, params, opt_state)
         else:
             opt_state = mask_opt_state(opt_state, params, jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, bool),
                                                                                  params))
-        return params, opt_state, state
+        return variables, opt_state, state
 
     return _build("full_reset", _no_state, _no_step, start, {})
 
@@ -190,12 +215,21 @@ _CONSTRUCTORS = {"none": none, "shrink_perturb": shrink_perturb, "cbp": cbp, "re
                  "head_reset": head_reset, "full_reset": full_reset}
 
 
-def make_intervention(name: str, **opts) -> Intervention:
-    """Build intervention ``name`` (see :data:`INTERVENTIONS`); unknown options raise InputError."""
+def make_intervention(name: str, *, context: dict | None = None, **opts) -> Intervention:
+    """Build intervention ``name`` (see :data:`INTERVENTIONS`); unknown options raise InputError.
+
+    ``context``: what the caller knows about the run, handed to the interventions that take it
+    and ignored by the others: ``init_fn`` (the model's own init, ``key -> variables``) and
+    ``optimizer`` (the run's optax transformation, so ``full_reset`` re-creates its state).
+    """
     check_choice("intervention.name", name, INTERVENTIONS)
     ctor = _CONSTRUCTORS[name]
     allowed = list(inspect.signature(_cbp if name == "cbp" else ctor).parameters)
     for k in opts:
         if k not in allowed:
-            raise InputError(f"option {k!r} is not accepted by intervention {name!r}; allowed: {', '.join(allowed)}")
+            user = [a for a in allowed if a not in ("init_fn", "optimizer")]
+            raise InputError(f"option {k!r} is not accepted by intervention {name!r}; allowed: "
+                             f"{', '.join(user) or 'none'}")
+    taken = set(inspect.signature(ctor).parameters)
+    opts.update({k: v for k, v in (context or {}).items() if k in taken and k not in opts})
     return ctor(**opts)

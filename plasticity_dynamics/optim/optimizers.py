@@ -81,6 +81,23 @@ def noisy_sgd_noise(sigma0: float, decay: float, key=None) -> optax.GradientTran
     return optax.GradientTransformation(init, update)
 
 
+#: noisy SGD's defaults (the paper's figures): sigma_t = sigma0 * decay^t.
+NOISE_SIGMA0, NOISE_DECAY = 0.01, 0.999
+
+
+def describe_optimizer(name: str, lr: float, *, momentum: float = 0.0, weight_decay: float = 0.0,
+                       noise_sigma0: float | None = None, noise_decay: float | None = None) -> dict:
+    """The settings :func:`make_optimizer` builds from these arguments, defaults resolved (for
+    summaries): only the keys that the optimiser reads."""
+    d = {"name": name, "lr": float(lr), "weight_decay": float(weight_decay)}
+    if name != "adam":
+        d["momentum"] = float(momentum)
+    if name == "noisy_sgd":
+        d["noise_sigma0"] = float(NOISE_SIGMA0 if noise_sigma0 is None else noise_sigma0)
+        d["noise_decay"] = float(NOISE_DECAY if noise_decay is None else noise_decay)
+    return d
+
+
 def make_optimizer(name: str, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, b1: float = 0.9,
                    b2: float = 0.999, eps: float = 1e-8, noise_sigma0: float | None = None,
                    noise_decay: float | None = None, *, coupled_weight_decay: bool = True, nesterov: bool = False,
@@ -98,10 +115,13 @@ def make_optimizer(name: str, lr: float, momentum: float = 0.0, weight_decay: fl
         raise InputError(f"noise_sigma0/noise_decay are only used by noisy_sgd, not optim.name={name!r}")
     if nesterov and momentum == 0:
         raise InputError("nesterov=True needs momentum > 0")
+    if name == "adam" and momentum:
+        raise InputError(f"optim.momentum={momentum!r} does not apply to adam (its first moment, b1, is its "
+                         "momentum); remove it or use sgd/rmsprop")
     parts = []
     if name == "noisy_sgd":
-        parts.append(noisy_sgd_noise(0.01 if noise_sigma0 is None else noise_sigma0,
-                                     0.999 if noise_decay is None else noise_decay, noise_key))
+        parts.append(noisy_sgd_noise(NOISE_SIGMA0 if noise_sigma0 is None else noise_sigma0,
+                                     NOISE_DECAY if noise_decay is None else noise_decay, noise_key))
     if weight_decay and coupled_weight_decay:
         parts.append(optax.add_decayed_weights(weight_decay))
     if name == "adam":

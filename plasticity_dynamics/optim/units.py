@@ -131,13 +131,50 @@ def torch_default_like(params, key):
 
 
 def fresh_params(params, key, init_fn=None):
-    """``init_fn(key)`` if given (must return the structure of params), else :func:`torch_default_like`."""
+    """``init_fn(key)`` if given (the params, or the model's whole variables dict, of a fresh
+    init: the family's own law, e.g. ``lambda k: model.init(k, x)``), else
+    :func:`torch_default_like`."""
     if init_fn is None:
         return torch_default_like(params, key)
     new = init_fn(key)
+    if isinstance(new, dict) and "params" in new and "params" not in params:
+        new = new["params"]
     if jax.tree_util.tree_structure(new) != jax.tree_util.tree_structure(params):
         raise InputError("init_fn(key) must return a pytree with the structure of params")
     return new
+
+
+def fresh_stats(stats):
+    """Running statistics as a fresh init has them: every "mean" 0, every "var" 1."""
+    def walk(node):
+        if isinstance(node, dict):
+            return {k: (jnp.zeros_like(v) if k == "mean" else jnp.ones_like(v) if k == "var" else walk(v))
+                    for k, v in node.items()}
+        return node
+
+    return walk(stats)
+
+
+def fresh_variables(variables, key, init_fn=None):
+    """A fresh draw of every collection of ``variables`` (a dict with "params" and optionally
+    "batch_stats"): params by :func:`fresh_params`, statistics from ``init_fn``'s variables when
+    it returns them, else by :func:`fresh_stats`."""
+    new = init_fn(key) if init_fn is not None else None
+    out = {**variables, "params": fresh_params(variables["params"], key, None if new is None else (lambda _k: new))}
+    if "batch_stats" in variables:
+        if isinstance(new, dict) and "batch_stats" in new:
+            out["batch_stats"] = new["batch_stats"]
+        else:
+            out["batch_stats"] = fresh_stats(variables["batch_stats"])
+    return out
+
+
+def as_variables(x) -> tuple[dict, bool]:
+    """(variables dict, whether ``x`` already was one): interventions accept the model's whole
+    variables ("params" and "batch_stats") or, for older callers, the params alone."""
+    if isinstance(x, dict) and "params" in x:
+        return x, True
+    return {"params": x}, False
 
 
 def mask_opt_state(opt_state, params, keep):
@@ -156,12 +193,21 @@ def mask_opt_state(opt_state, params, keep):
     return jax.tree_util.tree_map(fix, opt_state, is_leaf=is_param_tree)
 
 
-def replace_units(params, keep, layer: UnitLayer, replace, fresh_kernel, fresh_bias, add_to_next_bias=None):
+def replace_units(variables, keep, layer: UnitLayer, replace, fresh_kernel, fresh_bias, add_to_next_bias=None):
     """Re-draw incoming weights of the units in ``replace`` (D,) bool, zero their outgoing
     weights, optionally add ``add_to_next_bias`` (next layer's out-features) to the next
-    bias, and reset a norm layer's scale/bias of those units to 1/0.
+    bias, reset a norm layer's scale/bias of those units to 1/0 and its running statistics
+    (``variables["batch_stats"]``, when present) to mean 0 / var 1, as a fresh unit has them.
+    ``variables``: the model's variables dict ("params", optionally "batch_stats").
     ``keep``: params-shaped bool masks, cleared where entries were replaced (for the
-    optimiser state). Returns (params, keep)."""
+    optimiser state). Returns (variables, keep)."""
+    stats = variables.get("batch_stats")
+    if layer.norm_name is not None and stats is not None and layer.norm_name in stats:
+        st = stats[layer.norm_name]
+        st = {k: (jnp.where(replace, 0.0 if k == "mean" else 1.0, v).astype(v.dtype) if k in ("mean", "var") else v)
+              for k, v in st.items()}
+        variables = {**variables, "batch_stats": {**stats, layer.norm_name: st}}
+    params = variables["params"]
     p_in, p_next = dict(params[layer.name]), dict(params[layer.next_name])
     k_in, k_next = dict(keep[layer.name]), dict(keep[layer.next_name])
     p_in["kernel"] = jnp.where(replace, fresh_kernel, p_in["kernel"])
@@ -184,7 +230,7 @@ def replace_units(params, keep, layer: UnitLayer, replace, fresh_kernel, fresh_b
                 k_norm[k] = k_norm[k] & ~replace
         params = {**params, layer.norm_name: p_norm}
         keep = {**keep, layer.norm_name: k_norm}
-    return params, keep
+    return {**variables, "params": params}, keep
 
 
 def all_true(params):

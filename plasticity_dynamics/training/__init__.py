@@ -1,14 +1,18 @@
 """Training engine, configuration and run directories (``pdx.train``)."""
 
 from .config import Config, parse_override
-from .engine import Components, Run, build, masked_loss, train
+from .engine import Components, Run, build, masked_loss, resume_config, train
 from .rundir import (
+    CheckpointMismatchError,
     CorruptCheckpointError,
+    MetricsWriter,
     list_checkpoints,
     load_checkpoint,
     read_metrics,
+    read_table,
     save_checkpoint,
 )
+from .table import MetricsTable
 
 __all__ = [
     "Config",
@@ -17,10 +21,15 @@ __all__ = [
     "Run",
     "build",
     "masked_loss",
+    "resume_config",
     "train",
+    "CheckpointMismatchError",
     "CorruptCheckpointError",
+    "MetricsTable",
+    "MetricsWriter",
     "list_checkpoints",
     "load_checkpoint",
     "read_metrics",
+    "read_table",
     "save_checkpoint",
 ]

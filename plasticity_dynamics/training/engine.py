@@ -36,6 +36,7 @@ import optax
 from ..errors import DivergenceError, InputError
 from .config import Config
 from .step import masked_loss, train_step
+from .table import MetricsTable
 
 
 # ---------------------------------------------------------------- components
@@ -54,9 +55,41 @@ class Components:
     metrics_fn: Callable | None
     schedule: list  # [(task, first_step, num_steps)]
 
+    def describe(self) -> dict:
+        """What was built, read off the built objects (so summary.json cannot drift from the run):
+        stream, model (family and resolved options), optimiser, intervention, schedule."""
+        from ..fileio import jsonable
+        from ..optim import describe_optimizer
+
+        o = self.config.optim
+        iv = self.intervention
+        return jsonable({
+            "stream": self.stream.describe(),
+            "model": {"name": self.model.name, "options": dict(self.model.options)},
+            "optimizer": describe_optimizer(o.name, o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                                            noise_sigma0=o.noise_sigma0, noise_decay=o.noise_decay),
+            "intervention": {"name": iv.name, "options": dict(iv.options),
+                             "start_step": int(self.config.intervention.start_step)},
+            "reset_optimizer_each_task": bool(self.config.train.reset_optimizer_each_task),
+            "schedule": [{"task": t, "first_step": f, "steps": n} for t, f, n in self.schedule],
+        })
+
+
+#: Stream options that the engine fills from typed config fields when they are not None
+#: (the stream rejects the ones it does not read, so a value that does not apply is an error).
+_TASK_FIELDS = ("classes_per_task", "num_tasks", "head_zeroing")
+#: Defaults of those fields per stream kind, used when the config leaves them None.
+_STREAM_DEFAULTS = {"class_split": {"classes_per_task": 2}}
+DEFAULT_STEPS_PER_TASK = 400
+
 
 def build(config: Config) -> Components:
-    """Turn a config into components; every bad value raises InputError (nothing written)."""
+    """Turn a config into components; every bad value raises InputError (nothing written).
+
+    Every option is honoured or rejected: a typed field or option that the chosen stream,
+    model, optimiser or intervention does not read is an InputError naming it. The components
+    are the single description of the run (:meth:`Components.describe` feeds summary.json).
+    """
     from .. import data as pdata
     from .. import metrics as pmetrics
     from .. import models as pmodels
@@ -65,38 +98,50 @@ def build(config: Config) -> Components:
 
     config.validate()
     dataset = pdata.load(config.data.name, data_dir=config.data.data_dir)
-    stream_opts = dict(config.tasks.options)
-    stream_opts.setdefault("batch_size", config.train.batch_size)
-    stream_opts.setdefault("metric_batch_size", config.tasks.metric_batch_size)
-    if config.tasks.kind == "class_split":
-        stream_opts.setdefault("classes_per_task", config.tasks.classes_per_task)
-    if config.tasks.num_tasks is not None and config.tasks.kind != "bitflip":
-        stream_opts.setdefault("num_tasks", config.tasks.num_tasks)
-    stream = ptasks.make_stream(config.tasks.kind, dataset, **stream_opts)
+    t = config.tasks
+    stream_opts = dict(t.options)
+    for key, owner in (("batch_size", "train.batch_size"), ("metric_batch_size", "tasks.metric_batch_size")):
+        if key in stream_opts:
+            raise InputError(f"tasks.{key}={stream_opts[key]!r}: the stream's {key} is {owner}; remove tasks.{key}")
+    stream_opts["batch_size"] = config.train.batch_size
+    stream_opts["metric_batch_size"] = t.metric_batch_size
+    for key, value in _STREAM_DEFAULTS.get(t.kind, {}).items():
+        stream_opts[key] = value
+    for key in _TASK_FIELDS:
+        if getattr(t, key) is not None:
+            stream_opts[key] = getattr(t, key)
+    stream = ptasks.make_stream(t.kind, dataset, **stream_opts)
 
     model_opts = dict(config.model.options)
-    model_opts.setdefault("num_outputs", stream.num_outputs)
+    if "num_outputs" in model_opts and model_opts["num_outputs"] != stream.num_outputs:
+        raise InputError(f"model.num_outputs={model_opts['num_outputs']!r} does not match the {stream.num_outputs} "
+                         f"outputs of stream {t.kind!r}; remove it (the stream sets it)")
+    model_opts["num_outputs"] = stream.num_outputs
     model = pmodels.create(config.model.name, preset=config.model.preset, **model_opts)
     _check_model_fits(model, stream, config)
 
     o = config.optim
-    optimizer = poptim.make_optimizer(
-        o.name, o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-        noise_sigma0=o.noise_sigma0 if o.name == "noisy_sgd" else None,
-        noise_decay=o.noise_decay if o.name == "noisy_sgd" else None,
-    )
-    intervention = poptim.make_intervention(config.intervention.name, **config.intervention.options)
+    optimizer = poptim.make_optimizer(o.name, o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                                      noise_sigma0=o.noise_sigma0, noise_decay=o.noise_decay)
+    x0 = jnp.zeros((2,) + tuple(stream.input_shape), jnp.float32)
+    context = {"init_fn": lambda key: model.init(key, x0), "optimizer": optimizer}
+    iv_opts = dict(config.intervention.options)
+    for key in context:
+        if key in iv_opts:
+            raise InputError(f"intervention.{key} is supplied by the engine (the model's own init and the run's "
+                             "optimiser); remove it")
+    intervention = poptim.make_intervention(config.intervention.name, context=context, **iv_opts)
     metrics_fn = None
     if config.record.metrics:
         metrics_fn = pmetrics.make_unit_metrics_fn(model, loss=stream.loss, **config.record.options)
 
     schedule, first = [], 0
-    for t in range(stream.num_tasks):
+    for task in range(stream.num_tasks):
         if config.train.epochs_per_task is not None:
-            n = config.train.epochs_per_task * stream.steps_per_epoch(t)
+            n = config.train.epochs_per_task * stream.steps_per_epoch(task)
         else:
-            n = config.train.steps_per_task
-        schedule.append((t, first, n))
+            n = config.train.steps_per_task or DEFAULT_STEPS_PER_TASK
+        schedule.append((task, first, n))
         first += n
     return Components(config, dataset, stream, model, optimizer, intervention, metrics_fn, schedule)
 
@@ -154,15 +199,14 @@ def make_chunk_fn(c: Components, length: int):
         x, y, mask = stream.sample(data, k_data, step_idx - task_first)
         variables, opt_state, loss, acc, out = train_step(model, opt, stream.loss, state["variables"],
                                                           state["opt_state"], x, y, mask, k_drop)
-        params = variables["params"]
-        before = (params, opt_state, state["iv_state"])
-        after = iv.apply(params, opt_state, state["iv_state"], out.activations, step_idx, k_iv)
+        before = (variables, opt_state, state["iv_state"])
+        # interventions act on all variables: re-drawn units also get fresh norm statistics
+        after = iv.apply(variables, opt_state, state["iv_state"], out.activations, step_idx, k_iv)
         if iv_start > 0:  # the intervention switches on at a given step (bit-flipping SGD -> CBP)
             on = step_idx >= iv_start
             after = jax.tree_util.tree_map(lambda a, b: jnp.where(on, a, b), after, before)
-        params, opt_state, iv_state = after
-        new_vars = {**variables, "params": params}
-        return {"variables": new_vars, "opt_state": opt_state, "iv_state": iv_state}, (loss, acc)
+        variables, opt_state, iv_state = after
+        return {"variables": variables, "opt_state": opt_state, "iv_state": iv_state}, (loss, acc)
 
     def chunk(state, seed, data, start, task_first, task):
         TRACE_COUNTS["chunk"] = TRACE_COUNTS.get("chunk", 0) + 1  # runs at trace time only
@@ -174,22 +218,26 @@ def make_chunk_fn(c: Components, length: int):
 
 
 def make_task_start_fn(c: Components):
-    """(state, seed, task) -> state: head zeroing (output weights and biases, PAPER.md 5.3),
-    optional optimiser reset, then the intervention's own task-start action (head/full reset)."""
+    """(state, seed, task) -> state: head zeroing (output weights and biases, PAPER.md 5.3) when
+    the stream says so (``stream.head_zeroing``, the one source of that setting), optional
+    optimiser reset, then the intervention's own task-start action (head/full reset)."""
     from ..optim import reset_state
 
-    zero_head = bool(c.config.tasks.head_zeroing) and c.stream.loss == "xent"
+    zero_head = bool(getattr(c.stream, "head_zeroing", False))
     reset = bool(c.config.train.reset_optimizer_each_task)
 
     def task_start(state, seed, task):
         variables = state["variables"]
         params = variables["params"]
-        if zero_head and "out" in params:
+        if zero_head:
+            if "out" not in params:
+                raise InputError(f"head zeroing needs an 'out' layer; params have {', '.join(params)}")
             params = {**params, "out": jax.tree_util.tree_map(jnp.zeros_like, params["out"])}
         opt_state = reset_state(c.optimizer, params, state["opt_state"]) if reset else state["opt_state"]
         key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 2), task)
-        params, opt_state, iv_state = c.intervention.on_task_start(params, opt_state, state["iv_state"], key)
-        return {**state, "variables": {**variables, "params": params}, "opt_state": opt_state, "iv_state": iv_state}
+        variables, opt_state, iv_state = c.intervention.on_task_start({**variables, "params": params}, opt_state,
+                                                                       state["iv_state"], key)
+        return {**state, "variables": variables, "opt_state": opt_state, "iv_state": iv_state}
 
     return task_start
 
@@ -199,23 +247,26 @@ def make_task_start_fn(c: Components):
 
 @dataclass
 class Run:
-    """A finished (or interrupted) run: its metrics table, checkpoints and summary."""
+    """A finished (or interrupted) run: its metrics table, checkpoints and summary.
+
+    ``table`` is the columnar :class:`MetricsTable` of every record; ``rows`` the same rows
+    as tuples (a view for older code)."""
 
     config: Config
     run_dir: Path | None
-    rows: list = field(default_factory=list)
+    table: MetricsTable = field(default_factory=MetricsTable)
     checkpoints: list = field(default_factory=list)
     summary: dict = field(default_factory=dict)
     components: Components | None = None
     final_state: Any = None  # host copy of the last state (leading axis = seed)
 
+    @property
+    def rows(self) -> list[tuple]:
+        return self.table.rows()
+
     def metric(self, name: str, layer: str = "") -> dict:
         """{seed: (steps array, values array)} for one metric and layer."""
-        out: dict[int, list] = {}
-        for step, seed, _task, lay, met, val in self.rows:
-            if met == name and lay == layer:
-                out.setdefault(seed, []).append((step, val))
-        return {s: (np.array([a for a, _ in v]), np.array([b for _, b in v])) for s, v in out.items()}
+        return self.table.series(name, layer)
 
     def load_checkpoint(self, step: int):
         """State of all seeds at ``step`` (leading axis = seed)."""
@@ -237,16 +288,33 @@ def seed_sharding(num_seeds: int, devices: int | None = None):
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")), n
 
 
-def train(config: Config, *, out: str | Path | None = None, resume: bool = False, force: bool = False,
-          progress: bool = True, devices: int | None = None) -> Run:
+def resume_config(run_dir: str | Path, config: Config | None = None) -> Config:
+    """The config stored in ``run_dir``; InputError when ``config`` is given and differs from it
+    (naming the first differing key, both values and how to start a new run)."""
+    from . import rundir as rd
+
+    run_dir = rd.prepare_run_dir(run_dir, force=False, resume=True)
+    stored = Config.from_toml(run_dir / "config.toml")
+    if config is not None and config != stored:
+        key, given, was = config.differences(stored)[0]
+        raise InputError(f"--resume: {key}={given!r} differs from {was!r} in {str(run_dir / 'config.toml')!r}; "
+                         f"a resumed run keeps its config: start a new run with another --out (or --force)")
+    return stored
+
+
+def train(config: Config | None = None, *, out: str | Path | None = None, resume: bool = False,
+          force: bool = False, progress: bool = True, devices: int | None = None) -> Run:
     """Train every seed of ``config``; return the :class:`Run`.
 
     ``out``: run directory (None keeps everything in memory, no checkpoints).
-    ``resume``: continue ``out`` from its last verified checkpoint (the config is
-    read from ``out/config.toml``; the given one is ignored). ``devices``: limit
-    the seed sharding to the first N devices (None: all).
-    Raises InputError for bad input before anything is written and
-    DivergenceError when a loss becomes NaN/Inf.
+    ``resume``: continue ``out`` from its last verified checkpoint with the config stored in
+    ``out/config.toml``; ``config`` may be None or equal to it (a differing one is an
+    InputError naming the key). Resume never restarts silently: when checkpoints exist but
+    none fits the rebuilt state, or every one fails its checksum, it raises InputError and
+    leaves every file untouched; metric rows past the resumed step are dropped only after a
+    checkpoint has loaded. ``devices``: limit the seed sharding to the first N devices.
+    Raises InputError for bad input before anything is written and DivergenceError when a
+    loss becomes NaN/Inf (records and checkpoints up to then are kept).
     """
     from . import rundir as rd
 
@@ -254,19 +322,25 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
     if out is not None:
         run_dir = rd.prepare_run_dir(out, force=force, resume=resume)
         if resume:
-            config = Config.from_toml(run_dir / "config.toml")
+            config = resume_config(run_dir, config)
+    elif resume:
+        raise InputError("resume=True needs out=RUN_DIR")
+    if config is None:
+        raise InputError("train() needs a config (or resume=True with out=RUN_DIR)")
     c = build(config)
     seeds = jnp.asarray(config.seeds, dtype=jnp.int32)
     n_seeds = len(config.seeds)
     sharding, n_dev = seed_sharding(n_seeds, devices)
 
     state = jax.vmap(partial(init_state, c))(seeds)
-    rows: list[tuple] = []
+    table = MetricsTable()
     start_step = 0
     checkpoints: list[int] = []
+    writer = None
     if run_dir is not None:
         if resume:
-            state, start_step, rows, checkpoints = _resume(run_dir, state, c)
+            state, start_step, checkpoints = _resume(run_dir, state)
+            table = rd.read_table(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else table
         else:
             if force and run_dir.exists():
                 rd.clear_run_dir(run_dir)
@@ -274,6 +348,7 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
             rd.atomic_write_text(run_dir / "config.toml", config.to_toml())
             (run_dir / "checkpoints").mkdir(exist_ok=True)
             (run_dir / "figures").mkdir(exist_ok=True)
+        writer = rd.MetricsWriter(run_dir / "metrics.csv")
     state = jax.device_put(state, sharding)
     seeds = jax.device_put(seeds, sharding)
 
@@ -320,7 +395,6 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
                 bad = ~np.isfinite(losses)
                 if bad.any():
                     s_idx, i_idx = np.argwhere(bad)[0]
-                    _flush(run_dir, rows)
                     where = f"last good checkpoint: step {last_good_ckpt}" if last_good_ckpt is not None else "no checkpoint yet"
                     raise DivergenceError(
                         f"training diverged: loss is {losses[s_idx, i_idx]} at step {pos + i_idx} "
@@ -328,20 +402,23 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
                         step=int(pos + i_idx), seed=int(config.seeds[s_idx]),
                     )
                 accs = np.asarray(accs)
+                rows = []
                 for si, seed in enumerate(config.seeds):
                     rows.append((end, seed, task, "", "loss", float(losses[si].mean())))
                     if c.stream.loss == "xent":
                         rows.append((end, seed, task, "", "accuracy", float(accs[si].mean())))
                 if metrics_fn is not None:
+                    # on this task's own metric batch, before the next task's start (head zeroing)
                     values = jax.device_get(metrics_fn(state["variables"], mx, my, mmask))
                     for metric, per_layer in values.items():
                         for layer, arr in per_layer.items():
                             arr = np.asarray(arr)
                             for si, seed in enumerate(config.seeds):
                                 rows.append((end, seed, task, layer, metric, float(arr[si])))
+                table.extend(rows)
                 is_ckpt = end == first + n or (ckpt_every is not None and end % ckpt_every == 0)
-                if run_dir is not None:
-                    _flush(run_dir, rows)
+                if writer is not None:
+                    writer.append(rows)  # durable before the checkpoint of the same step
                     if is_ckpt:
                         rd.save_checkpoint(run_dir, end, state, {"task": task, "seeds": list(config.seeds)})
                         checkpoints.append(end)
@@ -350,50 +427,72 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
                 pos = end
     finally:
         bar.close()
+        if writer is not None:
+            writer.close()
     wall = time.perf_counter() - t0
-    summary = _summary(config, c, rows, wall, n_dev, total)
+    summary = _summary(config, c, table, wall, n_dev, total)
     if run_dir is not None:
         rd.atomic_write_json(run_dir / "summary.json", summary)
-    return Run(config, run_dir, rows, checkpoints, summary, c, jax.device_get(state))
+    return Run(config, run_dir, table, checkpoints, summary, c, jax.device_get(state))
 
 
-def _flush(run_dir, rows):
-    if run_dir is not None:
-        from .rundir import write_metrics
+def _resume(run_dir: Path, template):
+    """(state, step, checkpoint steps kept) from the latest checkpoint that verifies and fits
+    ``template``; then (and only then) metrics.csv is cut to the rows up to that step.
 
-        write_metrics(run_dir / "metrics.csv", rows)
-
-
-def _resume(run_dir: Path, template, c: Components):
-    """Latest verified checkpoint, and the metric rows up to it. Corrupt ones are reported, skipped."""
+    Corrupt checkpoints are reported on stderr and skipped. With checkpoints present but
+    none loadable, raises InputError (the first mismatch, naming the leaf; or "all corrupt")
+    and touches nothing. With no checkpoint at all the run restarts from step 0.
+    """
     import sys
 
     from . import rundir as rd
 
     steps = rd.list_checkpoints(run_dir)
+    mismatch, corrupt = None, []
     for step in reversed(steps):
         try:
             state, _ = rd.load_checkpoint(run_dir, step, template)
-        except rd.CorruptCheckpointError as exc:
-            print(f"warning: {exc}", file=sys.stderr)
+        except rd.CheckpointMismatchError as exc:
+            mismatch = mismatch or exc
             continue
-        rows = []
-        if (run_dir / "metrics.csv").is_file():
-            rows = [r for r in rd.read_metrics(run_dir / "metrics.csv") if r[0] <= step]
-        return state, step, rows, [s for s in steps if s <= step]
-    return template, 0, [], []
+        except rd.CorruptCheckpointError as exc:
+            corrupt.append(exc)
+            continue
+        for exc in corrupt:
+            print(f"warning: {exc}", file=sys.stderr)
+        _cut_metrics(run_dir, step)
+        return state, step, [s for s in steps if s <= step]
+    if mismatch is not None:
+        raise mismatch
+    if corrupt:
+        raise rd.CorruptCheckpointError(f"--resume: all {len(corrupt)} checkpoints of {str(run_dir)!r} fail their "
+                                        "checksum; nothing was changed")
+    print(f"note: {str(run_dir)!r} has no checkpoint yet; the run starts again from step 0", file=sys.stderr)
+    _cut_metrics(run_dir, 0)
+    return template, 0, []
 
 
-def _summary(config: Config, c: Components, rows, wall, n_dev, total) -> dict:
+def _cut_metrics(run_dir: Path, step: int) -> None:
+    from . import rundir as rd
+
+    path = run_dir / "metrics.csv"
+    if path.is_file():
+        cut = rd.metrics_cut(path, step)
+        if cut is not None:
+            rd.cut_metrics(path, cut)
+
+
+def _summary(config: Config, c: Components, table: MetricsTable, wall, n_dev, total) -> dict:
+    cols = table.columns
+    last_step = int(cols["step"].max()) if len(cols["step"]) else 0
     final: dict[str, dict] = {}
-    last_step = max((r[0] for r in rows), default=0)
-    for step, seed, task, layer, metric, value in rows:
-        if step == last_step and layer == "":
-            final.setdefault(metric, {})[str(seed)] = value
-    acc_by_task: dict[int, list] = {}
-    for step, seed, task, layer, metric, value in rows:
-        if metric == "accuracy" and layer == "":  # online accuracy, not the metric batch's
-            acc_by_task.setdefault(task, []).append(value)
+    sel = (cols["step"] == last_step) & (cols["layer"] == "")
+    for seed, metric, value in zip(cols["seed"][sel].tolist(), cols["metric"][sel].tolist(), cols["value"][sel].tolist()):
+        final.setdefault(metric, {})[str(seed)] = value
+    acc = table.select("accuracy", "")  # online accuracy, not the metric batch's
+    tasks, values = cols["task"][acc], cols["value"][acc]
+    by_task = {str(t): float(values[tasks == t].mean()) for t in np.unique(tasks)}
     return {
         "steps": total,
         "last_recorded_step": last_step,
@@ -403,9 +502,8 @@ def _summary(config: Config, c: Components, rows, wall, n_dev, total) -> dict:
         "jax_version": jax.__version__,
         "wall_time_s": round(wall, 3),
         "final": final,
-        "mean_online_accuracy_by_task": {str(t): float(np.mean(v)) for t, v in sorted(acc_by_task.items())},
-        "stream": c.stream.describe() if hasattr(c.stream, "describe") else {},
-        "schedule": [{"task": t, "first_step": f, "steps": n} for t, f, n in c.schedule],
+        "mean_online_accuracy_by_task": by_task,
+        **c.describe(),
     }
 
 
@@ -432,4 +530,5 @@ def replace_config(config: Config, **sections) -> Config:
     return config.with_overrides(overrides)
 
 
-__all__ = ["Components", "Run", "build", "init_state", "make_chunk_fn", "masked_loss", "train", "replace_config"]
+__all__ = ["Components", "Run", "build", "init_state", "make_chunk_fn", "masked_loss", "resume_config", "train",
+           "replace_config"]

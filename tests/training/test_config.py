@@ -17,7 +17,7 @@ def test_defaults_validate_and_round_trip(tmp_path):
 def test_overrides_reach_typed_fields_and_options(tmp_path):
     cfg = Config().with_overrides({"optim.lr": 0.01, "model.widths": [8, 8], "seeds": 3, "tasks.head_zeroing": "false"})
     assert cfg.optim.lr == 0.01 and isinstance(cfg.optim.lr, float)
-    assert cfg.model.options == {"widths": [8, 8]}
+    assert cfg.model.options == {"widths": (8, 8)}  # option lists are stored as tuples
     assert cfg.seeds == (0, 1, 2)
     assert cfg.tasks.head_zeroing is False
     path = tmp_path / "c.toml"
