@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = Path(__file__).resolve().parent / "README.md"
 # name -> section title; run order (the longest last, so that a failure shows early)
 BENCHMARKS = {
+    "record_writes": "Metrics log: one record's write as a run grows (`benchmarks/record_writes.py`)",
     "detection": "Manifold detection quality (`benchmarks/detection.py`)",
     "training": "Training throughput: vmapped seeds and sharded devices (`benchmarks/training.py`)",
     "metrics": "Unit-metrics throughput against NumPy (`benchmarks/metrics.py`)",

@@ -113,3 +113,12 @@ def test_run_all_quick(tmp_path):
     assert [r["seeds"] for r in training["vmap"]] == [1, 4, 16]
     assert [r["devices"] for r in training["devices"]] == [1, 2, 4]
     assert json.loads((tmp_path / "run_all.json").read_text())["quick"] is True
+
+
+def test_record_writes_benchmark_runs_and_reports_the_ratio(tmp_path):
+    from benchmarks import record_writes
+
+    payload = record_writes.main(["--records", "40", "--rows", "5", "--out", str(tmp_path / "rw.json")])
+    saved = json.loads((tmp_path / "rw.json").read_text())
+    assert saved["result"]["records"] == 40 and saved["result"]["append"]["ratio_last_first"] > 0
+    assert "last / first" in record_writes.render(payload)
