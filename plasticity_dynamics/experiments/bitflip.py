@@ -40,7 +40,7 @@ def bitflip_config(scale: str, width: int, switch: float | None, *, cbp_rate: fl
     over = {
         "model.name": "mlp", "model.preset": None, "model.widths": [width], "model.activation": "relu",
         "model.norm": "none", "model.dropout": 0.0, "data.name": "bitflip",
-        "tasks.kind": "bitflip", "tasks.metric_batch_size": 128, "tasks.head_zeroing": False,
+        "tasks.kind": "bitflip", "tasks.metric_batch_size": 128,
         "tasks.T": s["T"], "tasks.num_steps": s["steps"], "tasks.steps_per_task": s["steps"],
         "train.steps_per_task": s["steps"], "train.batch_size": 1,
         "optim.name": "sgd", "optim.lr": 0.01, "record.every": s["bin"], "seeds": s["seeds"],
