@@ -52,8 +52,9 @@ def measure(seeds: int, length: int, preset: str, repeats: int, devices: int | N
     from plasticity_dynamics.training.engine import make_chunk_fn
 
     c, state, seed_arr, data, n = _setup(seeds, preset, devices)
-    fn = jax.jit(jax.vmap(make_chunk_fn(c, length), in_axes=(0, 0, None, None, None, None)))
-    t = timed(lambda: fn(state, seed_arr, data, jnp.int32(0), jnp.int32(0), jnp.int32(0)), repeats=repeats)
+    fn = jax.jit(jax.vmap(make_chunk_fn(c, length), in_axes=(0, 0, None, None, None, None, None)))
+    t = timed(lambda: fn(state, seed_arr, data, jnp.int32(0), jnp.int32(0), jnp.int32(0), jnp.int32(length)),
+              repeats=repeats)
     return {"seeds": seeds, "devices": n, "steps": length, "compile_s": t["first_call_s"] - t["median_s"],
             "run_s": t["median_s"], "steps_per_s": length / t["median_s"], "seed_steps_per_s": seeds * length / t["median_s"]}
 

@@ -22,4 +22,4 @@ __version__ = "0.1.0"
 
 train = training.train  # pdx.train(config) -> Run (DESIGN.md contract)
 
-from .cli import configure_jax  # noqa: E402  (CPU settings the command line applies; call first)
+from .runtime import configure_jax  # noqa: E402  (JAX settings the command line applies; call first)

@@ -171,28 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-#: XLA CPU flag set by the command line and the tests. With XLA's concurrency-optimised
-#: scheduler, some vmapped metric programs (a small CNN's unit metrics over 2 seeds, say) hang
-#: for good on a 2-core CPU: every worker idle, the result never ready. Off, they run.
-XLA_CPU_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
-
-
-def configure_jax() -> None:
-    """Application-level JAX settings, applied before any computation (the library itself
-    never changes global config; Python users can call this once at the top of a script).
-
-    - ``XLA_CPU_FLAG`` is appended to ``XLA_FLAGS`` (read when the CPU backend starts).
-    - CPU asynchronous dispatch is switched off (upstream jax-ml/jax#25861 reports hangs with it).
-    On GPU neither changes anything.
-    """
-    import os
-
-    import jax
-
-    flags = os.environ.get("XLA_FLAGS", "")
-    if XLA_CPU_FLAG.split("=")[0] not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {XLA_CPU_FLAG}".strip()
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
+from .runtime import XLA_CPU_FLAG, configure_jax  # noqa: E402,F401  (re-exported for older imports)
 
 
 def main(argv: list[str] | None = None) -> int:

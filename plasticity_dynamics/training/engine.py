@@ -2,8 +2,11 @@
 
 Training is the map θ_{t+1} = F(θ_t, s_t, batch_t). One *chunk* of steps between
 two records is a ``lax.scan`` over that map, ``vmap``-ed over the seed axis and
-jit-compiled once per chunk length; the seed axis is sharded over every available
-device (a 1-D mesh named ``"seeds"``). Randomness is a pure function of
+jit-compiled once per run: a fixed scan length with the chunk's own length as an argument
+(:func:`make_chunk_fn`), so tasks of any length and record boundaries anywhere share one
+program. Compiled programs are cached per config (:func:`cached_program`): a second identical
+run compiles nothing. The seed axis is sharded over every available device (a 1-D mesh named
+``"seeds"``). Randomness is a pure function of
 ``(seed, step)`` (``fold_in``), so a run resumed from a checkpoint gives exactly
 the numbers of an uninterrupted run.
 
@@ -183,10 +186,15 @@ def init_state(c: Components, seed):
 
 
 def make_chunk_fn(c: Components, length: int):
-    """One seed, ``length`` steps: (state, seed, data, start, task_first, task) -> (state, losses (length,), accs).
+    """One seed, a scan of ``length`` steps of which the first ``valid`` run:
+    (state, seed, data, start, task_first, task, valid) -> (state, losses (length,), accs (length,)).
 
     ``start`` is the global index of the chunk's first step (it keys the randomness);
-    ``task_first`` the global index of the task's first step (streams see task-local steps).
+    ``task_first`` the global index of the task's first step (streams see task-local steps);
+    ``valid`` (<= length) the number of steps this chunk takes: the rest are skipped by a
+    ``lax.cond`` whose predicate is not batched over seeds (so nothing is computed for them),
+    and their losses are 0. One compiled program thus serves every chunk of a run, whatever
+    the task lengths and record boundaries.
     """
     model, stream, opt, iv = c.model, c.stream, c.optimizer, c.intervention
     iv_start = int(c.config.intervention.start_step)
@@ -206,11 +214,16 @@ def make_chunk_fn(c: Components, length: int):
             on = step_idx >= iv_start
             after = jax.tree_util.tree_map(lambda a, b: jnp.where(on, a, b), after, before)
         variables, opt_state, iv_state = after
-        return {"variables": variables, "opt_state": opt_state, "iv_state": iv_state}, (loss, acc)
+        new = {"variables": variables, "opt_state": opt_state, "iv_state": iv_state}
+        return new, (loss.astype(jnp.float32), acc.astype(jnp.float32))
 
-    def chunk(state, seed, data, start, task_first, task):
+    def chunk(state, seed, data, start, task_first, task, valid):
         TRACE_COUNTS["chunk"] = TRACE_COUNTS.get("chunk", 0) + 1  # runs at trace time only
-        body = lambda s, i: step(s, i, seed, data, start, task_first, task)  # noqa: E731
+
+        def body(s, i):
+            skip = lambda s_: (s_, (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)))  # noqa: E731
+            return jax.lax.cond(i < valid, lambda s_: step(s_, i, seed, data, start, task_first, task), skip, s)
+
         state, (losses, accs) = jax.lax.scan(body, state, jnp.arange(length))
         return state, losses, accs
 
@@ -277,6 +290,39 @@ class Run:
         template = jax.vmap(partial(init_state, self.components))(jnp.asarray(self.config.seeds))
         state, _ = load_checkpoint(self.run_dir, step, template)
         return state
+
+
+#: Compiled programs of recent configs: (config key, program, length) -> jitted function, so a
+#: second identical train() (or a clone_run variant with the same settings) traces and compiles
+#: nothing. Bounded: the oldest entries go first.
+_PROGRAMS: dict[tuple, Callable] = {}
+_PROGRAMS_MAX = 16
+
+
+def program_key(config: Config) -> str:
+    """What a run's compiled programs depend on: the config without its seeds and record
+    schedule (seed values and record steps are arguments, the seed count a shape)."""
+    import dataclasses
+
+    rec = dataclasses.replace(config.record, every=1, checkpoint_every=None)
+    return dataclasses.replace(config, seeds=(0,), record=rec).to_toml()
+
+
+def cached_program(key: tuple, make: Callable) -> Callable:
+    """The program cached under ``key``, made by ``make()`` on first use."""
+    if key in _PROGRAMS:
+        _PROGRAMS[key] = _PROGRAMS.pop(key)  # most recent last
+        return _PROGRAMS[key]
+    fn = make()
+    _PROGRAMS[key] = fn
+    while len(_PROGRAMS) > _PROGRAMS_MAX:
+        _PROGRAMS.pop(next(iter(_PROGRAMS)))
+    return fn
+
+
+def chunk_length(c: Components) -> int:
+    """Steps scanned by the run's one chunk program: record.every, or the longest task if shorter."""
+    return min(int(c.config.record.every), max(n for _, _, n in c.schedule))
 
 
 def seed_sharding(num_seeds: int, devices: int | None = None):
@@ -352,22 +398,23 @@ def train(config: Config | None = None, *, out: str | Path | None = None, resume
     state = jax.device_put(state, sharding)
     seeds = jax.device_put(seeds, sharding)
 
-    chunk_fns: dict[int, Callable] = {}
-
-    def chunk_fn(length):
-        if length not in chunk_fns:
-            f = jax.vmap(make_chunk_fn(c, length), in_axes=(0, 0, None, None, None, None))
-            chunk_fns[length] = jax.jit(f, donate_argnums=(0,))
-        return chunk_fns[length]
-
-    task_start = jax.jit(jax.vmap(make_task_start_fn(c), in_axes=(0, 0, None)))
+    # every program's outputs keep the seed sharding, so the state passed back in never
+    # changes layout (which would compile a program again for the same trace)
+    key = (program_key(config), n_seeds, tuple(str(d) for d in sharding.mesh.devices.flat))
+    length = chunk_length(c)
+    chunk = cached_program(key + ("chunk", length), lambda: jax.jit(
+        jax.vmap(make_chunk_fn(c, length), in_axes=(0, 0, None, None, None, None, None)), donate_argnums=(0,),
+        out_shardings=sharding))
+    task_start = cached_program(key + ("task_start",), lambda: jax.jit(
+        jax.vmap(make_task_start_fn(c), in_axes=(0, 0, None)), out_shardings=sharding))
     metrics_fn = None
     if c.metrics_fn is not None:
         def counted_metrics(variables, x, y, mask):
             TRACE_COUNTS["metrics"] = TRACE_COUNTS.get("metrics", 0) + 1  # trace time only
             return c.metrics_fn(variables, x, y, mask)
 
-        metrics_fn = jax.jit(jax.vmap(counted_metrics, in_axes=(0, None, None, None)))
+        metrics_fn = cached_program(key + ("metrics",), lambda: jax.jit(
+            jax.vmap(counted_metrics, in_axes=(0, None, None, None)), out_shardings=sharding))
 
     every = config.record.every
     ckpt_every = config.record.checkpoint_every
@@ -389,9 +436,9 @@ def train(config: Config | None = None, *, out: str | Path | None = None, resume
                     continue
                 if pos == first:
                     state = task_start(state, seeds, jnp.int32(task))
-                state, losses, accs = chunk_fn(end - pos)(state, seeds, data, jnp.int32(pos), jnp.int32(first),
-                                                     jnp.int32(task))
-                losses = np.asarray(losses)
+                state, losses, accs = chunk(state, seeds, data, jnp.int32(pos), jnp.int32(first), jnp.int32(task),
+                                            jnp.int32(end - pos))
+                losses = np.asarray(losses)[:, : end - pos]
                 bad = ~np.isfinite(losses)
                 if bad.any():
                     s_idx, i_idx = np.argwhere(bad)[0]
@@ -401,7 +448,7 @@ def train(config: Config | None = None, *, out: str | Path | None = None, resume
                         f"for seed {config.seeds[s_idx]} ({where})",
                         step=int(pos + i_idx), seed=int(config.seeds[s_idx]),
                     )
-                accs = np.asarray(accs)
+                accs = np.asarray(accs)[:, : end - pos]
                 rows = []
                 for si, seed in enumerate(config.seeds):
                     rows.append((end, seed, task, "", "loss", float(losses[si].mean())))

@@ -45,8 +45,9 @@ def assert_same_state(a, b):
 
 def test_same_config_same_numbers_and_no_retracing_between_records():
     engine.TRACE_COUNTS.clear()
+    engine._PROGRAMS.clear()
     a = train(tiny(), progress=False)
-    # 2 tasks x 3 records, one chunk length, one metric-batch shape: one trace each
+    # 2 tasks x 3 records, one chunk program, one metric-batch shape: one trace each (and none for b)
     assert engine.TRACE_COUNTS == {"chunk": 1, "metrics": 1}
     b = train(tiny(), progress=False)
     assert by_key(a.rows) == by_key(b.rows)
@@ -134,7 +135,7 @@ def test_divergence_stops_with_step_and_seed(tmp_path):
 
 
 def test_epochs_per_task_reading():
-    cfg = tiny(**{"train.epochs_per_task": 1, "record.metrics": False})
+    cfg = tiny(**{"train.steps_per_task": None, "train.epochs_per_task": 1, "record.metrics": False})
     run = train(cfg, progress=False)
     steps = [s["steps"] for s in run.summary["schedule"]]
     assert all(n == run.components.stream.steps_per_epoch(t) for t, n in enumerate(steps))

@@ -1,0 +1,66 @@
+"""Application-level JAX settings: :func:`configure_jax`, called by the command line, the tests,
+the notebooks and any script before its first computation.
+
+The library itself never changes global JAX config; this module is the one place that does,
+on request. It imports nothing of the package, so the package root can re-export it without
+importing the command line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: XLA CPU flag set by configure_jax. With XLA's concurrency-optimised scheduler, some vmapped
+#: metric programs (a small CNN's unit metrics over 2 seeds, say) hang for good on a 2-core CPU:
+#: every worker idle, the result never ready. Off, they run.
+XLA_CPU_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+#: Set to 1 to keep compiled programs out of the persistent cache.
+NO_CACHE_ENV = "PDX_NO_COMPILATION_CACHE"
+#: Folder of the persistent compilation cache (default: the user cache folder, below).
+CACHE_DIR_ENV = "PDX_COMPILATION_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """``$PDX_COMPILATION_CACHE_DIR``, else ``$XDG_CACHE_HOME/plasticity_dynamics/jax``
+    (``~/.cache/plasticity_dynamics/jax`` when XDG_CACHE_HOME is unset)."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "plasticity_dynamics" / "jax"
+
+
+def configure_jax() -> dict:
+    """Apply the toolkit's JAX settings; returns what was set (for logs and tests).
+
+    - ``XLA_CPU_FLAG`` is appended to ``XLA_FLAGS`` (read when the CPU backend starts, so call
+      this before the first computation).
+    - CPU asynchronous dispatch is switched off (upstream jax-ml/jax#25861 reports hangs with it).
+    - The persistent compilation cache is turned on in :func:`default_cache_dir` (programs
+      taking over 0.5 s to compile are stored, so a second process with the same shapes loads
+      them instead of compiling), unless ``PDX_NO_COMPILATION_CACHE=1`` or JAX's own
+      ``JAX_COMPILATION_CACHE_DIR`` already names a folder (then that one is kept).
+    On GPU the first two change nothing.
+    """
+    import jax
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if XLA_CPU_FLAG.split("=")[0] not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {XLA_CPU_FLAG}".strip()
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    settings = {"xla_flags": os.environ["XLA_FLAGS"], "cpu_async_dispatch": False, "compilation_cache": None}
+    if os.environ.get(NO_CACHE_ENV, "") not in ("", "0"):
+        return settings
+    folder = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(default_cache_dir())
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError:  # read-only home: run without the cache
+        return settings
+    jax.config.update("jax_compilation_cache_dir", folder)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    settings["compilation_cache"] = folder
+    return settings
+
+
+__all__ = ["CACHE_DIR_ENV", "NO_CACHE_ENV", "XLA_CPU_FLAG", "configure_jax", "default_cache_dir"]
