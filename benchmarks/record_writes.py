@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import default_out, environment, environment_line, table, write_json
+from .common import default_out, environment, table, write_json
 
 
 def _record(step: int, rows: int) -> list[tuple]:
@@ -75,8 +75,7 @@ def run(records: int, rows: int) -> dict:
 def render(payload: dict) -> str:
     r = payload["result"]
     a, w = r["append"], r["rewrite"]
-    lines = [environment_line(payload["environment"]), "",
-             f"{r['records']} records of {r['rows_per_record']} rows (metrics.csv {r['file_bytes'] / 1e6:.1f} MB at "
+    lines = [f"{r['records']} records of {r['rows_per_record']} rows (metrics.csv {r['file_bytes'] / 1e6:.1f} MB at "
              "the end); a record's write time, median of the first and of the last 100 records:", "",
              table([{"writer": "append + fsync (engine)", "records": r["records"], "first record (ms)": a["first_ms"],
                      "last record (ms)": a["last_ms"], "last / first": a["ratio_last_first"],
