@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 from ..errors import InputError, check_choice, check_positive
+from ..losses import masked_loss
 
 SETTINGS = ("sgd", "momentum", "adam", "rmsprop", "noisy_sgd", "dropout", "adam_l2")
 ALL_SETTINGS = SETTINGS + ("sgd_l2",)
@@ -57,7 +58,7 @@ def _data(key, model, num_samples, input_shape):
 
 
 def _xent(logits, y):
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+    return masked_loss(logits, y)[0]
 
 
 def _equitable_perturbation(partition, params, key, scale):

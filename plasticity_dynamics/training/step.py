@@ -7,29 +7,9 @@ expanded model side by side with it). Pure and jit/vmap/scan-safe.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import optax
 
-from ..errors import InputError
-
-
-def masked_loss(logits, y, class_mask, kind: str):
-    """Mean loss of a batch and its accuracy.
-
-    xent: cross-entropy with the softmax restricted to ``class_mask`` (num_outputs,) bool
-    (PAPER.md 5.3); y int (B,). mse: mean squared error; y float (B,) or (B, out).
-    Accuracy is the argmax over the *allowed* classes (0 for regression).
-    """
-    if kind == "xent":
-        masked = jnp.where(class_mask[None, :], logits, -jnp.inf)
-        logp = jax.nn.log_softmax(masked, axis=-1)
-        nll = -jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
-        acc = jnp.mean(jnp.argmax(masked, axis=-1) == y)
-        return jnp.mean(nll), acc
-    if kind == "mse":
-        target = y.reshape(logits.shape) if y.size == logits.size else y
-        return jnp.mean((logits - target) ** 2), jnp.zeros((), logits.dtype)
-    raise InputError(f"loss={kind!r} is not one of: xent, mse")
+from ..losses import masked_loss  # noqa: F401  (the one loss; re-exported here for older imports)
 
 
 def train_step(model, optimizer: optax.GradientTransformation, loss_kind: str, variables, opt_state,
