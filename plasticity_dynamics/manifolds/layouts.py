@@ -205,8 +205,9 @@ def _from_layout(name, layout, variables, blocks) -> Partition:
 
 def _assemble(family, leaves, layers, head_dims, variables, blocks) -> Partition:
     """Group sizes from the "out" axes, checked for consistency; then the Partition."""
-    units = {}
+    units, shapes = {}, {}
     for path, leaf in collection_paths(variables):
+        shapes[path] = np.shape(leaf)
         for spec in leaves[path]:
             n = np.shape(leaf)[spec.axis]
             if spec.role == "out":  # out axes hold exactly one entry per unit
@@ -220,15 +221,8 @@ def _assemble(family, leaves, layers, head_dims, variables, blocks) -> Partition
     part = Partition(family, groups, leaves, layers, head_dims)
     for path, specs in leaves.items():
         for spec in specs:  # validates in-axis lengths (outer * units)
-            part.axis_ids(spec, _shape_of(variables, path)[spec.axis])
+            part.axis_ids(spec, shapes[path][spec.axis])
     return part if blocks is None else part.with_blocks(blocks)
-
-
-def _shape_of(variables, path):
-    node = variables if is_variables(variables) else {"params": variables}
-    for k in path:
-        node = node[k]
-    return np.shape(node)
 
 
 def _leaf_specs(family, mods, path, shape) -> tuple:

@@ -129,13 +129,9 @@ def trace(fn, leaves, x) -> Program:
     return Program(tuple(eqns), tuple(invars), tuple(outvars), avals)
 
 
-def evaluate(program: Program, leaves, x, sites: dict, probes=None, replace=None):
-    """(outputs list, activations {name: h + probe}, preactivations {name: z}).
-
-    replace: optional {id: value} substituted for computed values (used to read an
-    activation function off its region: replace z by a grid)."""
+def evaluate(program: Program, leaves, x, sites: dict, probes=None):
+    """(outputs list, activations {name: h + probe}, preactivations {name: z})."""
     env = dict(zip(program.invars, [*leaves, x]))
-    replace = replace or {}
     at_h = {h: (name, z) for name, (z, h) in sites.items()}
     acts, pre = {}, {}
 
@@ -147,7 +143,6 @@ def evaluate(program: Program, leaves, x, sites: dict, probes=None, replace=None
             ans = e.prim.bind(*[read(a) for a in e.ins], **e.prim.get_bind_params(e.params))
         outs = ans if e.prim.multiple_results else [ans]
         for i, val in zip(e.outs, outs):
-            val = replace.get(i, val)
             if i in at_h:
                 name, z = at_h[i]
                 if probes is not None and name in probes:
@@ -157,4 +152,28 @@ def evaluate(program: Program, leaves, x, sites: dict, probes=None, replace=None
     return [read(a) for a in program.outvars], acts, pre
 
 
-__all__ = ["ELEMENTWISE", "Eqn", "Lit", "Program", "evaluate", "is_atomic", "trace"]
+def evaluate_ids(program: Program, env: dict, targets) -> list:
+    """Values of ``targets`` computing only the equations they need, given the known ``env``
+    ({id: value}; ids in it are not recomputed). Used to run one activation's element-wise
+    chain on its own (cost: the equations between ``env`` and ``targets``)."""
+    producer = {o: k for k, e in enumerate(program.eqns) for o in e.outs}
+    need, stack = set(), [t for t in targets if t not in env]
+    while stack:
+        k = producer[stack.pop()]
+        if k in need:
+            continue
+        need.add(k)
+        stack += [a for a in program.eqns[k].ins if not isinstance(a, Lit) and a not in env]
+    env = dict(env)
+    for k in sorted(need):
+        e = program.eqns[k]
+        ins = [a.val if isinstance(a, Lit) else env[a] for a in e.ins]
+        with e.ctx.manager:
+            ans = e.prim.bind(*ins, **e.prim.get_bind_params(e.params))
+        for i, val in zip(e.outs, ans if e.prim.multiple_results else [ans]):
+            env[i] = val
+    return [env[t] for t in targets]
+
+
+__all__ = ["ELEMENTWISE", "Eqn", "Lit", "Program", "evaluate", "evaluate_ids", "is_atomic",
+           "trace"]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,7 @@ from ..errors import InputError
 from .activations import ACTIVATIONS, activation_fn
 from .contract import Output
 from .infer import infer_layout
-from .jaxpr_program import evaluate, trace
+from .jaxpr_program import evaluate, evaluate_ids, trace
 from .layout import Layout, check_layout
 
 
@@ -45,6 +45,31 @@ def _leaf_paths(tree):
         out.append((tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
                           for k in kp), leaf))
     return out
+
+
+def as_dict(tree):
+    """(nested dict of the leaves keyed by their path strings, rebuild) for any pytree; rebuild
+    maps such a dict (also a wider one of the same paths) back to the original structure. The
+    toolkit keeps params as dicts of layers (metrics report per top-level key)."""
+    paths = [p for p, _ in _leaf_paths(tree)]
+    treedef = jax.tree_util.tree_structure(tree)
+    out = {}
+    for path, leaf in _leaf_paths(tree):
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = leaf
+
+    def rebuild(d):
+        leaves = []
+        for path in paths:
+            node = d
+            for key in path:
+                node = node[key]
+            leaves.append(node)
+        return jax.tree_util.tree_unflatten(treedef, leaves)
+
+    return out, rebuild
 
 
 def _variables(params, state):
@@ -148,8 +173,8 @@ def _name_activation(prog, leaves, x, sites):
     for layer, (z, h) in sites.items():
         shape, dtype = prog.avals[z]
         grid = jnp.linspace(-4.0, 4.0, int(np.prod(shape)), dtype=dtype).reshape(shape)
-        _, acts, _ = evaluate(prog, leaves, x, {layer: (z, h)}, replace={z: grid})
-        got = np.asarray(acts[layer], np.float64)
+        known = {**dict(zip(prog.invars, [*leaves, x])), z: grid}
+        got = np.asarray(evaluate_ids(prog, known, [h])[0], np.float64)
         match = {n for n in ACTIVATIONS if n != "linear" and np.allclose(
             got, np.asarray(activation_fn(n)(grid), np.float64), rtol=1e-5, atol=1e-5)}
         names = match if names is None else names & match
@@ -166,8 +191,7 @@ def _region_callable(prog, leaves, x, layer, site):
     size = int(np.prod(shape))
 
     def one(chunk):
-        _, acts, _ = evaluate(prog, leaves, x, {layer: (z, h)}, replace={z: chunk})
-        return acts[layer]
+        return evaluate_ids(prog, {**dict(zip(prog.invars, [*leaves, x])), z: chunk}, [h])[0]
 
     def fn(a):
         a = jnp.asarray(a, dtype)
@@ -185,7 +209,9 @@ def from_function(apply_fn: Callable, params, example_x, *, state=None,
     """Wrap any pure JAX network ``apply_fn(params, x) -> logits`` as a model of the zoo's
     contract, with its unit layout inferred from the jaxpr.
 
-    params: the parameter pytree (dicts, Flax/Equinox/NNX pytrees: any tree of arrays);
+    params: the parameter pytree (dicts, Flax/Equinox/NNX pytrees: any tree of arrays); a
+        tree that is not a dict is held as a nested dict keyed by its path strings
+        (``model.init()["params"]``; see :func:`as_dict`), rebuilt before ``apply_fn``;
     example_x: an input batch (B, ...) (values unused, shapes define the trace);
     state: optional running statistics; then ``apply_fn({"params": params, "batch_stats":
         state}, x)`` is called (Flax Linen variables);
@@ -201,6 +227,16 @@ def from_function(apply_fn: Callable, params, example_x, *, state=None,
     if np.ndim(example_x) < 1:
         raise InputError(f"example_x has shape {np.shape(example_x)}; need a batch (B, ...)")
     uses_vars = (state is not None) if _uses_variables is None else _uses_variables
+    if not isinstance(params, Mapping):  # Equinox modules, lists, tuples: params become dicts
+        params, rebuild = as_dict(params)
+        user_fn = apply_fn
+        if uses_vars:
+            def apply_fn(v, x):
+                return user_fn({**v, "params": rebuild(v["params"])}, x)
+        else:
+            def apply_fn(p, x):
+                return user_fn(rebuild(p), x)
+        apply_fn.__name__ = getattr(user_fn, "__name__", "custom")
     variables = _variables(params, state)
     leaves = jax.tree_util.tree_leaves(variables)
     if not leaves:
@@ -293,4 +329,4 @@ def from_equinox(module, example_x, **kw) -> FunctionModel:
     return from_function(fn, params, example_x, name=kw.pop("name", type(module).__name__), **kw)
 
 
-__all__ = ["FunctionModel", "from_equinox", "from_flax", "from_function", "from_nnx"]
+__all__ = ["FunctionModel", "as_dict", "from_equinox", "from_flax", "from_function", "from_nnx"]
