@@ -553,14 +553,11 @@ def find_sites(inf: _Inference):
                 if c not in seen:
                     seen.add(c)
                     heapq.heappush(heap, c)
-        rset = set(region)
-        if any(c not in rset for c in inf.consumers[z]) or z in outvars:
+        found = _pick_exit(inf, z, region, outvars)
+        if found is None:
             continue
-        exits = [v for v in closure - {z}
-                 if v in outvars or any(c not in rset for c in inf.consumers[v])]
-        if len(exits) != 1 or not any(_nonlinear(p.eqns[k], closure) for k in region):
-            continue
-        h = exits[0]
+        h, region = found
+        closure = {z} | {p.eqns[k].outs[0] for k in region}
         if inf.kind[h] != "data" or p.avals[h][1] == np.bool_:
             continue
         rank = len(shape)
@@ -571,6 +568,35 @@ def find_sites(inf: _Inference):
         claimed |= closure
         sites.append((z, h, tuple(region)))
     return sites
+
+
+def _pick_exit(inf, z, region, outvars):
+    """The last value h of the element-wise chain such that the equations it depends on use z
+    only among themselves, contain a non-linear primitive and have h as their only value used
+    outside: (h, those equation indices) or None. (A LayerNorm after the activation squares h:
+    the chain then continues past h, so h is not its last value.)"""
+    p, region = inf.p, set(region)
+    if z in outvars:
+        return None
+    for k in sorted(region, reverse=True):
+        h = p.eqns[k].outs[0]
+        sub, stack = set(), [k]
+        while stack:
+            j = stack.pop()
+            if j in sub:
+                continue
+            sub.add(j)
+            stack += [inf.producer[a] for a in p.eqns[j].ins
+                      if not isinstance(a, Lit) and a != z and inf.producer.get(a) in region]
+        if any(c not in sub for c in inf.consumers[z]):
+            continue
+        inner = [p.eqns[j].outs[0] for j in sub if j != k]
+        if any(v in outvars or any(c not in sub for c in inf.consumers[v]) for v in inner):
+            continue
+        closure = {z} | {p.eqns[j].outs[0] for j in sub}
+        if p.avals[h][0] == p.avals[z][0] and any(_nonlinear(p.eqns[j], closure) for j in sub):
+            return h, tuple(sorted(sub))
+    return None
 
 
 def _incoming(inf, z, group, stops):
