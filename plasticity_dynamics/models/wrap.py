@@ -93,8 +93,11 @@ class FunctionModel:
     module: Any = None
 
     def init(self, key=None, x=None):
-        """The wrapped variables ``{"params": ...}`` (+ "batch_stats"); ``key``, ``x`` unused
-        (the model is wrapped around existing parameters)."""
+        """The wrapped variables ``{"params": ...}`` (+ "batch_stats"): the model is wrapped
+        around existing parameters, so ``key`` is unused (every seed starts there). ``x``, when
+        given, is checked to fit (one trace per input shape; InputError if it does not)."""
+        if x is not None:
+            self.program(dict(self.variables), x)
         return dict(self.variables)
 
     def with_params(self, params, state=None) -> "FunctionModel":
@@ -123,7 +126,12 @@ class FunctionModel:
         if key not in cache:
             fn = lambda lv, xx: self._call(jax.tree_util.tree_unflatten(treedef, lv), xx)  # noqa
             structs = [jax.ShapeDtypeStruct(np.shape(v), jnp.result_type(v)) for v in leaves]
-            prog = trace(fn, structs, jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)))
+            try:
+                prog = trace(fn, structs, jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)))
+            except Exception as exc:  # noqa: BLE001 - user code fails in many ways on a bad shape
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise InputError(f"x.shape={tuple(np.shape(x))} does not fit model "
+                                 f"{self.name!r}: {first}") from None
             paths = [p for p, _ in _leaf_paths(variables)] + [("x",)]
             layout, sites, _ = infer_layout(prog, paths, len(leaves))
             if not self.declared and list(layout.layers) != list(self.layer_kinds):

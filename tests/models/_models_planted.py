@@ -163,3 +163,19 @@ def normal_basis(partition, params) -> np.ndarray:
     proj = np.eye(total) - t @ t.T
     w, v = np.linalg.eigh(proj)
     return v[:, w > 0.5]
+
+
+def entry_tanh_mlp(num_outputs=10, width=16, input_dim=40, seed=0):
+    """Entry point for a training config (``model.name = "_models_planted:entry_tanh_mlp"``):
+    a plain-JAX tanh MLP for (B, input_dim) inputs, wrapped with from_function."""
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    p = {"w_in": jax.random.normal(k1, (input_dim, width)) / np.sqrt(input_dim),
+         "b_in": jnp.zeros(width),
+         "w_out": jax.random.normal(k2, (width, num_outputs)) / np.sqrt(width),
+         "b_out": jnp.zeros(num_outputs)}
+
+    def tanh_mlp(q, x):
+        h = jnp.tanh(x.reshape(x.shape[0], -1) @ q["w_in"] + q["b_in"])
+        return h @ q["w_out"] + q["b_out"]
+
+    return pdx.models.from_function(tanh_mlp, p, jnp.zeros((2, input_dim)))
