@@ -179,3 +179,14 @@ def entry_tanh_mlp(num_outputs=10, width=16, input_dim=40, seed=0):
         return h @ q["w_out"] + q["b_out"]
 
     return pdx.models.from_function(tanh_mlp, p, jnp.zeros((2, input_dim)))
+
+
+def entry_unprovable(num_outputs=10, width=8, input_dim=40):
+    """Entry point whose network sorts its hidden units: inference must refuse it."""
+    p = {"w": jnp.ones((input_dim, width)), "v": jnp.ones((width, num_outputs))}
+
+    def sorted_mlp(q, x):
+        h = jnp.sort(jnp.tanh(x.reshape(x.shape[0], -1) @ q["w"]), axis=-1)
+        return h @ q["v"]
+
+    return pdx.models.from_function(sorted_mlp, p, jnp.zeros((2, input_dim)))

@@ -46,3 +46,14 @@ def test_train_and_analyze_a_custom_model(tmp_path):
     seed = payload["checkpoints"][-1]["seeds"][0]
     assert json.loads((out / "manifolds.json").read_text())["checkpoints"]
     assert "frozen_normal_dim" in json.dumps(seed["detection"])
+
+
+@pytest.mark.slow  # loads the dataset first (~40 s on a shared 2-core machine)
+def test_cli_gets_one_line_without_traceback_for_an_unprovable_model(tmp_path, capsys):
+    from plasticity_dynamics.cli import main
+
+    code = main(["train", "--set", "model.name=_models_planted:entry_unprovable",
+                 "--set", "train.steps_per_task=2", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "'sort'" in err[0] and "w" in err[0] and "Traceback" not in err[0]
