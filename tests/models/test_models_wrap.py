@@ -137,3 +137,36 @@ def test_declared_layout_gives_the_same_partition_as_inference():
     bad = model.layout._replace(leaves={**model.layout.leaves, ("params", "nope"): ()})
     with pytest.raises(InputError, match="nope"):
         pdx.models.from_function(model.apply_fn, params, x, layout=bad)
+
+
+def test_from_flax_linen_with_batch_norm_statistics():
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.Dense(6, name="enc")(x)
+            h = nn.BatchNorm(use_running_average=True, name="bn")(h)
+            return nn.Dense(3, name="dec")(nn.relu(h))
+
+    x = jax.random.normal(jax.random.PRNGKey(1), (8, 4))
+    net = Net()
+    variables = net.init(jax.random.PRNGKey(0), x)
+    model = pdx.models.from_flax(net, variables, x)
+    part = pdx.manifolds.unit_partition(model, model.init())
+    g = part.layers["enc"].group
+    want = {("params", "enc", "kernel"): ((1, g, "out"),), ("params", "enc", "bias"): ((0, g, "out"),),
+            ("params", "bn", "scale"): ((0, g, "out"),), ("params", "bn", "bias"): ((0, g, "out"),),
+            ("batch_stats", "bn", "mean"): ((0, g, "out"),),
+            ("batch_stats", "bn", "var"): ((0, g, "out"),),
+            ("params", "dec", "kernel"): ((0, g, "in"),), ("params", "dec", "bias"): ()}
+    assert {p: tuple(tuple(s) for s in v) for p, v in part.leaves.items()} == want
+    assert sorted(p for p, _ in part.layers["enc"].incoming) == sorted(
+        p for p in want if p[0] == "params" and p[1] in ("enc", "bn"))
+    out = model.apply(model.init(), x)
+    np.testing.assert_allclose(out.logits, net.apply(variables, x), rtol=1e-6, atol=1e-6)
+    p, st = variables["params"], variables["batch_stats"]
+    z = ((x @ p["enc"]["kernel"] + p["enc"]["bias"] - st["bn"]["mean"])
+         / jnp.sqrt(st["bn"]["var"] + 1e-5) * p["bn"]["scale"] + p["bn"]["bias"])
+    np.testing.assert_allclose(out.preactivations["enc"], z, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.activations["enc"], jnp.maximum(z, 0), rtol=1e-5, atol=1e-6)
