@@ -38,7 +38,7 @@ from collections import defaultdict
 import numpy as np
 
 from ..errors import InputError
-from .jaxpr_program import ELEMENTWISE, Lit, Program, is_atomic, _sub
+from .jaxpr_program import ELEMENTWISE, Lit, Program, _sub
 from .layout import LayerSpec, Layout
 
 BATCH = ("B",)
@@ -176,8 +176,8 @@ class _Inference:
             return
         leaf = min(src)[0]
         if lab[0] != "U" or lab[2] != 1:
-            self.fail(prim, f"aligns a parameter axis with a {'batch' if lab[0] == 'B' else 'split'}"
-                      " axis", leaf)
+            kind = "batch" if lab[0] == "B" else "split"
+            self.fail(prim, f"aligns a parameter axis with a {kind} axis", leaf)
         for lf, ax in sorted(src):
             self.spec(k, lf, ax, lab[1], "out", prim)
 
@@ -373,7 +373,8 @@ class _Inference:
         oshape = [self.p.avals[o][0] for o in e.outs]
         if name in ("dot_general", "conv_general_dilated"):
             return [self.contraction(k, e, ins, origin)]
-        elementwise = name in ELEMENTWISE or (_sub(e) is not None and is_atomic_eqn(e))
+        # call equations left by ``trace`` are atomic element-wise calls (relu, gelu, ...)
+        elementwise = name in ELEMENTWISE or _sub(e) is not None
         if elementwise and len(e.outs) == 1:
             rank = len(oshape[0])
             out = [None] * rank
@@ -475,10 +476,6 @@ class _Inference:
         dlabs = [dl[i] for i in dfree]
         labs = dlabs + plabs if data_left else plabs + dlabs
         return tuple(self.lab(x) for x in labs)
-
-
-def is_atomic_eqn(e) -> bool:
-    return True  # only atomic calls survive ``trace`` as call equations
 
 
 def _reshape_groups(ishape, oshape):

@@ -141,7 +141,7 @@ def normal_basis(partition, params) -> np.ndarray:
     """Orthonormal basis (n, d) of the normal space of the cloning manifold, from its
     definition: the orthogonal complement of the block-constant directions (entries that
     differ only by clone index along unit axes share one tangent direction)."""
-    cols, offset, n = [], 0, 0
+    cols, offset = [], 0
     paths = pdx.manifolds.partition.collection_paths(params)
     total = sum(int(np.size(v)) for _, v in paths)
     for path, leaf in paths:
@@ -158,7 +158,6 @@ def normal_basis(partition, params) -> np.ndarray:
             v[offset + np.flatnonzero(cls.reshape(-1) == c)] = 1.0
             cols.append(v / np.linalg.norm(v))
         offset += int(np.prod(shape))
-        n += 1
     t = np.stack(cols, axis=1)  # orthonormal: classes are disjoint
     proj = np.eye(total) - t @ t.T
     w, v = np.linalg.eigh(proj)

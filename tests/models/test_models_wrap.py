@@ -155,7 +155,8 @@ def test_from_flax_linen_with_batch_norm_statistics():
     model = pdx.models.from_flax(net, variables, x)
     part = pdx.manifolds.unit_partition(model, model.init())
     g = part.layers["enc"].group
-    want = {("params", "enc", "kernel"): ((1, g, "out"),), ("params", "enc", "bias"): ((0, g, "out"),),
+    want = {("params", "enc", "kernel"): ((1, g, "out"),),
+            ("params", "enc", "bias"): ((0, g, "out"),),
             ("params", "bn", "scale"): ((0, g, "out"),), ("params", "bn", "bias"): ((0, g, "out"),),
             ("batch_stats", "bn", "mean"): ((0, g, "out"),),
             ("batch_stats", "bn", "var"): ((0, g, "out"),),
