@@ -171,3 +171,29 @@ def test_from_flax_linen_with_batch_norm_statistics():
          / jnp.sqrt(st["bn"]["var"] + 1e-5) * p["bn"]["scale"] + p["bn"]["bias"])
     np.testing.assert_allclose(out.preactivations["enc"], z, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out.activations["enc"], jnp.maximum(z, 0), rtol=1e-5, atol=1e-6)
+
+
+def test_channels_first_flatten_is_refused_naming_reshape():
+    p = {"k": jnp.ones((3, 3, 1, 4)), "d": jnp.ones((4 * 5 * 5, 2))}
+
+    def net(q, x):
+        h = jax.nn.relu(jax.lax.conv_general_dilated(x, q["k"], (1, 1), "SAME",
+                                                     dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        h = h.transpose(0, 3, 1, 2)  # NCHW: units are no longer the fastest axis
+        return h.reshape(h.shape[0], -1) @ q["d"]
+
+    with pytest.raises(InputError) as err:
+        pdx.models.from_function(net, p, jnp.ones((2, 5, 5, 1)))
+    assert "'reshape'" in str(err.value) and "k" in str(err.value)
+
+
+def test_probes_and_shapes_are_checked():
+    model, params, x, y, loss, info = BUILDERS["plain_mlp"]()
+    with pytest.raises(InputError, match="probes key"):
+        model.apply(model.init(), x, probes={"nope": jnp.zeros((16, 8))})
+    with pytest.raises(InputError, match="shape"):
+        model.apply(model.init(), x, probes={"alpha": jnp.zeros((3, 3))})
+    with pytest.raises(InputError, match="does not fit"):
+        model.init(None, jnp.ones((4, 7)))
+    out = model.apply(model.init(), x[:4])  # another batch size: traced again, same layers
+    assert list(out.activations) == list(model.layer_kinds)
