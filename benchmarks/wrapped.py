@@ -8,7 +8,9 @@ For each zoo model (mlp, cnn, resnet18; eval mode, dropout 0) it measures, in on
   of the same zoo model (median of repeats, a fresh function each time);
 - ``zoo_metrics_s`` / ``wrapped_metrics_s``: ``make_unit_metrics_fn`` on the zoo model and on
   the wrapped one, same batch (median of repeats after the compiling call); ``ratio`` =
-  wrapped / zoo (1.0 = same speed); ``max_abs_diff`` between their metric values.
+  wrapped / zoo (1.0 = same speed; the wrapped resnet also monitors the inner conv1 units, the
+  zoo does not); ``max_abs_diff`` between their metric values on the layers both monitor
+  (matched by equal activations).
 
     python -m benchmarks.wrapped [--quick] [--repeats N] [--out PATH]
 
@@ -79,11 +81,16 @@ def measure(family, preset, shape, batch, repeats) -> dict:
     zoo = timed(lambda: zoo_fn(variables, x, y), repeats=repeats)
     wrp = timed(lambda: wrap_fn(wrapped.init(), x, y), repeats=repeats)
     a, b = jax.device_get(zoo_fn(variables, x, y)), jax.device_get(wrap_fn(wrapped.init(), x, y))
-    names = dict(zip(wrapped.layer_kinds, model.layer_kinds))  # same forward order
+    # wrapped layer -> zoo layer with the same activation (the wrapped model also monitors
+    # layers the zoo does not, e.g. resnet's inner conv1 units)
+    za = model.apply(variables, x).activations
+    wa = wrapped.apply(wrapped.init(), x).activations
+    names = {w: next((k for k, v in za.items() if v.shape == a.shape
+                      and np.allclose(v, a, rtol=1e-5, atol=1e-6)), None) for w, a in wa.items()}
     diff = 0.0
     for metric, per in b.items():
         for layer, v in per.items():
-            ref = a.get(metric, {}).get(names.get(layer, layer))
+            ref = a.get(metric, {}).get(names.get(layer) or "")
             if ref is not None and np.isfinite(v) and np.isfinite(ref):
                 diff = max(diff, abs(float(v) - float(ref)))
     return {"model": f"{family}/{preset}", "batch": batch, "input": "x".join(map(str, shape)),

@@ -175,16 +175,31 @@ def _jitted(model: FunctionModel):
     return jax.jit(run)
 
 
+_GRID = 2048
+
+
+@functools.lru_cache(maxsize=1)
+def _candidates():
+    """Every non-linear activation of ACTIVATIONS on the grid [-4, 4] (_GRID points), float64."""
+    base = np.linspace(-4.0, 4.0, _GRID, dtype=np.float32)
+    return base, {n: np.asarray(activation_fn(n)(base), np.float64) for n in ACTIVATIONS
+                  if n != "linear"}
+
+
 def _name_activation(prog, leaves, x, sites):
-    """Name in ACTIVATIONS matched by every layer's element-wise chain on a grid, else None."""
+    """Name in ACTIVATIONS matched by every layer's element-wise chain on a grid, else None.
+    Each chain runs alone, eagerly, with z replaced by the grid repeated (the primitives'
+    eager executables are cached by JAX, so a second wrap costs little)."""
+    base, refs = _candidates()
+    known = dict(zip(prog.invars, [*leaves, x]))
     names = None
-    for layer, (z, h) in sites.items():
+    for z, h in sites.values():
         shape, dtype = prog.avals[z]
-        grid = jnp.linspace(-4.0, 4.0, int(np.prod(shape)), dtype=dtype).reshape(shape)
-        known = {**dict(zip(prog.invars, [*leaves, x])), z: grid}
-        got = np.asarray(evaluate_ids(prog, known, [h])[0], np.float64)
-        match = {n for n in ACTIVATIONS if n != "linear" and np.allclose(
-            got, np.asarray(activation_fn(n)(grid), np.float64), rtol=1e-5, atol=1e-5)}
+        grid = np.resize(base, shape).astype(dtype)
+        got = np.asarray(evaluate_ids(prog, {**known, z: grid}, [h])[0], np.float64)
+        got = got.reshape(-1)[:_GRID]
+        match = {n for n, ref in refs.items()
+                 if np.allclose(got, ref[:got.size], rtol=1e-5, atol=1e-5)}
         names = match if names is None else names & match
     if not names:
         return None
