@@ -109,8 +109,9 @@ def wide_options(model, factor: int) -> dict:
 def expand(model, variables, factor: int):
     """Function-preserving E-fold expansion: (wide_model, wide_variables, partition).
 
-    model: a ``pdx.models.Model``; variables: its variables dict (params, batch_stats);
-    factor: integer E >= 1. The returned :class:`Partition` of the wide network has the E
+    model: a ``pdx.models.Model`` or a wrapped model (``pdx.models.from_function``: the same
+    function is wrapped around the wide parameters, so it must read its sizes from them);
+    variables: its variables dict (params, batch_stats); factor: integer E >= 1. The returned :class:`Partition` of the wide network has the E
     clones of each base unit as one block (block id = base unit index). Every family of the
     model zoo; see the module docstring for the rules and the vit head duplication.
     Cost: one gather per leaf. Raises InputError for a bad factor or foreign variables.
@@ -119,13 +120,16 @@ def expand(model, variables, factor: int):
 
     check_positive("factor", factor, integer=True)
     base = unit_partition(model, variables)
-    wide_model = create(model.name, **wide_options(model, factor))
     sources = {g: source_map(base.units(g), factor, base.head_dims.get(g)) for g in base.groups}
     factors = {g: factor for g in base.groups}
     leaves = [expand_leaf(x, base.specs(path), sources, factors, "param")
               for path, x in collection_paths(variables)]
     wide = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(variables), leaves)
     wide = dict(wide)
+    if getattr(model, "layout", None) is not None:  # wrapped model: same function, wide params
+        wide_model = model.with_params(wide["params"], wide.get("batch_stats"))
+    else:
+        wide_model = create(model.name, **wide_options(model, factor))
     partition = unit_partition(wide_model, wide, blocks=sources)
     return wide_model, wide, partition
 

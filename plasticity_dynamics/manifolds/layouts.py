@@ -165,21 +165,49 @@ def unit_partition(model, variables, blocks: Mapping | None = None) -> Partition
     """The unit partition of a network of the model zoo (singleton blocks unless ``blocks``).
 
     model: a ``pdx.models.Model`` (or None: the family is inferred from the parameter names and
-        the defaults norm_after_activation=False, unknown head size are assumed).
+        the defaults norm_after_activation=False, unknown head size are assumed), or a wrapped
+        model with a ``layout`` (``pdx.models.from_function``): its inferred or declared
+        :class:`pdx.models.Layout` is used.
     variables: the variables dict or a bare params tree (paths then get the "params" prefix).
     blocks: optional {group or layer name: (units,) block labels}.
     Cost: one pass over the leaves (host-side NumPy). Raises InputError on a leaf that does
     not fit the family's layout.
     """
+    layout = getattr(model, "layout", None)
+    if layout is not None:  # a wrapped model (pdx.models.from_function): inferred or declared
+        return _from_layout(model.name, layout, variables, blocks)
     family = infer_family(variables) if model is None else model.name
     if family not in _MODS:
         raise InputError(f"model family {family!r} is not one of: {', '.join(FAMILIES)}")
     opts = {} if model is None else dict(model.options)
     params = variables["params"] if is_variables(variables) else variables
     mods, layers = _MODS[family](params, opts)
-    leaves, units = {}, {}
+    leaves = {path: _leaf_specs(family, mods, path, np.shape(leaf))
+              for path, leaf in collection_paths(variables)}
+    head_dims = {}
+    if family == "vit" and model is not None:
+        hd = opts["dim"] // opts["heads"]
+        head_dims = {g: hd for s in leaves.values() for _, g, _ in s if g.endswith("/attn")}
+    return _assemble(family, leaves, layers, head_dims, variables, blocks)
+
+
+def _from_layout(name, layout, variables, blocks) -> Partition:
+    """Partition of a model with a :class:`pdx.models.Layout` (inferred or declared)."""
+    leaves = {}
+    for path, _ in collection_paths(variables):
+        if path not in layout.leaves:
+            raise InputError(f"leaf {'/'.join(path)} is not in the layout of model {name!r} "
+                             "(variables of another model?)")
+        leaves[path] = tuple(AxisSpec(*spec) for spec in layout.leaves[path])
+    layers = {k: LayerUnits(*spec) for k, spec in layout.layers.items()}
+    return _assemble(name, leaves, layers, dict(layout.head_dims), variables, blocks)
+
+
+def _assemble(family, leaves, layers, head_dims, variables, blocks) -> Partition:
+    """Group sizes from the "out" axes, checked for consistency; then the Partition."""
+    units, shapes = {}, {}
     for path, leaf in collection_paths(variables):
-        leaves[path] = _leaf_specs(family, mods, path, np.shape(leaf))
+        shapes[path] = np.shape(leaf)
         for spec in leaves[path]:
             n = np.shape(leaf)[spec.axis]
             if spec.role == "out":  # out axes hold exactly one entry per unit
@@ -190,22 +218,11 @@ def unit_partition(model, variables, blocks: Mapping | None = None) -> Partition
     if missing:
         raise InputError(f"groups {sorted(missing)} have no output axis in the variables")
     groups = {g: np.arange(n, dtype=np.int32) for g, n in units.items()}
-    head_dims = {}
-    if family == "vit" and model is not None:
-        hd = opts["dim"] // opts["heads"]
-        head_dims = {g: hd for g in groups if g.endswith("/attn")}
     part = Partition(family, groups, leaves, layers, head_dims)
     for path, specs in leaves.items():
         for spec in specs:  # validates in-axis lengths (outer * units)
-            part.axis_ids(spec, _shape_of(variables, path)[spec.axis])
+            part.axis_ids(spec, shapes[path][spec.axis])
     return part if blocks is None else part.with_blocks(blocks)
-
-
-def _shape_of(variables, path):
-    node = variables if is_variables(variables) else {"params": variables}
-    for k in path:
-        node = node[k]
-    return np.shape(node)
 
 
 def _leaf_specs(family, mods, path, shape) -> tuple:

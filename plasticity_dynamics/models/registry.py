@@ -118,13 +118,51 @@ def resolve_options(name: str, preset: str | None = None, **options) -> dict:
     return out
 
 
+def from_entry_point(spec: str, preset: str | None = None, **options):
+    """Build a model with a Python entry point ``"package.module:function"``.
+
+    The function is called with ``**options`` (a training config's ``model`` options, with
+    ``num_outputs`` filled in by the engine), plus ``preset=`` when it takes such a parameter;
+    it must return a model of the contract (e.g. ``pdx.models.from_function(...)``). Raises
+    InputError (one line) when the module cannot be imported, has no such function, or the
+    result is not a model.
+    """
+    import importlib
+    import inspect
+
+    mod_name, _, fn_name = spec.partition(":")
+    if not mod_name or not fn_name:
+        raise InputError(f"model={spec!r} must be a family ({', '.join(FAMILIES)}) or an entry "
+                         "point 'package.module:function'")
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as err:
+        raise InputError(f"model={spec!r}: cannot import module {mod_name!r} ({err})") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise InputError(f"model={spec!r}: module {mod_name!r} has no function {fn_name!r}")
+    params = inspect.signature(fn).parameters
+    if preset is not None and ("preset" in params or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())):
+        options = {**options, "preset": preset}
+    model = fn(**options)
+    if not all(hasattr(model, a) for a in ("init", "apply", "layer_kinds", "activation")):
+        raise InputError(f"model={spec!r} returned {type(model).__name__}, not a model (need "
+                         "init/apply/layer_kinds/activation: see pdx.models.from_function)")
+    return model
+
+
 def create(name: str, preset: str | None = None, **options) -> Model:
-    """Build a model of family ``name`` ("mlp", "cnn", "resnet18", "vit").
+    """Build a model of family ``name`` ("mlp", "cnn", "resnet18", "vit"), or with a Python
+    entry point ``"package.module:function"`` (see :func:`from_entry_point`), so a training
+    config's ``model.name`` can name a researcher's own model.
 
     preset: None or "paper" (paper sizes), "small" (CPU minutes), "tiny" (tests); explicit
     ``options`` override preset values. Raises InputError on an unknown family, preset, option
     or a bad option value. Building is cheap (no parameters are created until ``init``).
     """
+    if isinstance(name, str) and ":" in name:
+        return from_entry_point(name, preset, **options)
     opts = resolve_options(name, preset, **options)
     fam = _FAMILY_MODULES[name]
     return Model(name=name, options=opts, module=fam.build(opts),

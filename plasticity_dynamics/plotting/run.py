@@ -8,26 +8,33 @@ boundaries dotted) and, when unit metrics were recorded, ``unit_metrics.{png,pdf
 
 from __future__ import annotations
 
-import io
+import os
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from ..training.rundir import atomic_write_bytes
-
 
 def save_figure(fig, stem: str | Path) -> list[Path]:
-    """Save ``fig`` as ``stem.png`` (150 dpi) and ``stem.pdf``, atomically; close it."""
+    """Save ``fig`` as ``stem.png`` (150 dpi) and ``stem.pdf``, atomically (matplotlib writes
+    a temporary file in the same folder, renamed over the target); close it. Plotting sits
+    below training, so it does not use the run-directory writers."""
     import matplotlib.pyplot as plt
 
     stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext, kw in (("png", {"dpi": 150}), ("pdf", {})):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext, bbox_inches="tight", **kw)
         path = stem.with_suffix(f".{ext}")
-        atomic_write_bytes(path, buf.getvalue())
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{ext}", dir=path.parent)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format=ext, bbox_inches="tight", **kw)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         paths.append(path)
     plt.close(fig)
     return paths

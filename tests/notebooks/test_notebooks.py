@@ -24,7 +24,7 @@ nbclient = pytest.importorskip("nbclient")
 ROOT = Path(__file__).resolve().parents[2]
 NB_DIR = ROOT / "notebooks"
 EXPECTED = ("01_quickstart", "02_cloning_manifolds", "03_frozen_units_rank", "04_continual_lop",
-            "05_curvature_tools")
+            "05_curvature_tools", "06_your_own_model")
 CELL_TIMEOUT = 300  # seconds per cell; each notebook runs in well under two minutes on 2 cores
 
 
