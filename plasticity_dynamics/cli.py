@@ -36,7 +36,7 @@ def _cmd_train(args) -> int:
         cfg = (Config.from_toml(args.config) if args.config else Config()).with_overrides(overrides)
     out = args.out or _default_out()
     run = train(cfg, out=out, resume=args.resume, force=args.force, progress=not args.quiet)
-    figs = plot_run(run.rows, Path(out) / "figures")
+    figs = plot_run(run.table, Path(out) / "figures")
     print(f"run directory: {out}")
     for f in figs:
         if f.suffix == ".png":
@@ -72,13 +72,12 @@ def _cmd_analyze(args) -> int:
 
 def _cmd_report(args) -> int:
     from .plotting.run import plot_run
-    from .training import read_metrics
+    from .training import read_table
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "metrics.csv").is_file():
         raise InputError(f"RUN_DIR {str(run_dir)!r} is not a run directory (no metrics.csv)")
-    rows = read_metrics(run_dir / "metrics.csv")
-    for f in plot_run(rows, run_dir / "figures"):
+    for f in plot_run(read_table(run_dir / "metrics.csv"), run_dir / "figures"):
         print(f"figure: {f}")
     return 0
 

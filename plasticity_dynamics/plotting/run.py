@@ -8,59 +8,49 @@ boundaries dotted) and, when unit metrics were recorded, ``unit_metrics.{png,pdf
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_write
+from ..records import as_table
+
 
 def save_figure(fig, stem: str | Path) -> list[Path]:
-    """Save ``fig`` as ``stem.png`` (150 dpi) and ``stem.pdf``, atomically (matplotlib writes
-    a temporary file in the same folder, renamed over the target); close it. Plotting sits
-    below training, so it does not use the run-directory writers."""
+    """Save ``fig`` as ``stem.png`` (150 dpi) and ``stem.pdf``, atomically (:mod:`pdx.fileio`);
+    close it."""
     import matplotlib.pyplot as plt
 
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext, kw in (("png", {"dpi": 150}), ("pdf", {})):
         path = stem.with_suffix(f".{ext}")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{ext}", dir=path.parent)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=ext, bbox_inches="tight", **kw)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, lambda fh: fig.savefig(fh, format=ext, bbox_inches="tight", **kw))
         paths.append(path)
     plt.close(fig)
     return paths
 
 
 def series(rows, metric: str, layer: str = ""):
-    """(steps, mean over seeds, std over seeds) for one metric/layer; None if absent."""
-    by_step: dict[int, list] = defaultdict(list)
-    for step, _seed, _task, lay, met, val in rows:
-        if met == metric and lay == layer:
-            by_step[step].append(val)
-    if not by_step:
+    """(steps, mean over seeds, std over seeds) for one metric/layer; None if absent.
+    ``rows``: a :class:`pdx.records.MetricsTable` or row tuples."""
+    t = as_table(rows)
+    mask = t.select(metric, layer)
+    if not mask.any():
         return None
-    steps = np.array(sorted(by_step))
-    vals = [np.asarray(by_step[s], dtype=float) for s in steps]
-    return steps, np.array([v.mean() for v in vals]), np.array([v.std() for v in vals])
+    steps, values = t["step"][mask], t["value"][mask]
+    uniq, inv = np.unique(steps, return_inverse=True)
+    count = np.bincount(inv)
+    mean = np.bincount(inv, weights=values) / count
+    var = np.maximum(np.bincount(inv, weights=values ** 2) / count - mean ** 2, 0.0)
+    return uniq, mean, np.sqrt(var)
 
 
 def task_boundaries(rows) -> list[int]:
-    """Steps at which a new task starts (first record of each task after the first)."""
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
-    for step, _seed, task, *_ in rows:
-        first[task] = min(first.get(task, step), step)
-        last[task] = max(last.get(task, step), step)
-    return [last[t] for t in sorted(last)[:-1]]
+    """Steps at which a new task starts (the last record of each task but the last)."""
+    t = as_table(rows)
+    tasks, steps = t["task"], t["step"]
+    return [int(steps[tasks == k].max()) for k in np.unique(tasks)[:-1]]
 
 
 def band(ax, x, values, label=None, color=None, style="-"):
@@ -78,13 +68,14 @@ def _band(ax, s, label, color=None):
     return band(ax, steps, np.stack([mean - std, mean + std]), label, color)
 
 
-def _first_metric(rows, prefix: str) -> str | None:
-    names = sorted({r[4] for r in rows if r[4].startswith(prefix)})
+def _first_metric(table, prefix: str) -> str | None:
+    names = sorted(m for m in set(table["metric"].tolist()) if m.startswith(prefix))
     return names[0] if names else None
 
 
 def plot_run(rows, out_dir: str | Path, title: str = "") -> list[Path]:
-    """Write the run's figures into ``out_dir``; return the paths written."""
+    """Write the run's figures into ``out_dir``; return the paths written. ``rows``: the run's
+    :class:`pdx.records.MetricsTable` (``run.table``) or its row tuples."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -93,6 +84,7 @@ def plot_run(rows, out_dir: str | Path, title: str = "") -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    rows = as_table(rows)
     bounds = task_boundaries(rows)
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
@@ -117,7 +109,8 @@ def plot_run(rows, out_dir: str | Path, title: str = "") -> list[Path]:
     panels = [(p, _first_metric(rows, p)) for p in ("dead_frac", "duplicate_frac", "effective_rank")]
     panels = [(p, m) for p, m in panels if m is not None]
     if panels:
-        layers = sorted({r[3] for r in rows if r[3] and r[4] == panels[0][1]})
+        sel = rows.select(panels[0][1])
+        layers = sorted(set(rows["layer"][sel].tolist()) - {""})
         fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
         for ax, (_, metric) in zip(axes[0], panels):
             for i, layer in enumerate(layers):

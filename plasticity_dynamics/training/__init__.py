@@ -12,7 +12,7 @@ from .rundir import (
     read_table,
     save_checkpoint,
 )
-from .table import MetricsTable
+from ..records import MetricsTable
 
 __all__ = [
     "Config",

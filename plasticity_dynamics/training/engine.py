@@ -39,7 +39,7 @@ import optax
 from ..errors import DivergenceError, InputError
 from .config import Config
 from .step import masked_loss, train_step
-from .table import MetricsTable
+from ..records import MetricsTable
 
 
 # ---------------------------------------------------------------- components

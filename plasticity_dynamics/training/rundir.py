@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
-from .table import COLUMNS, MetricsTable
+from ..records import COLUMNS, MetricsTable
 
 METRIC_COLUMNS = COLUMNS
 _HEADER = ",".join(METRIC_COLUMNS) + "\n"

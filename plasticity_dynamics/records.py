@@ -1,5 +1,8 @@
 """The metrics table in memory: columnar, append-only, queried with NumPy masks.
 
+It imports nothing of the package, so training (which fills it), plotting and the experiments
+(which read it) share it without importing each other.
+
 A run's records are the tidy rows ``(step, seed, task, layer, metric, value)`` of
 ``metrics.csv``. :class:`MetricsTable` keeps them as six NumPy columns (int64 step, seed,
 task; str layer, metric; float64 value), appended in blocks (one block per record, so appending
@@ -101,4 +104,9 @@ class MetricsTable:
         return iter(self.rows())
 
 
-__all__ = ["COLUMNS", "MetricsTable"]
+def as_table(rows) -> MetricsTable:
+    """``rows`` as a :class:`MetricsTable` (returned as is when it already is one)."""
+    return rows if isinstance(rows, MetricsTable) else MetricsTable(rows)
+
+
+__all__ = ["COLUMNS", "MetricsTable", "as_table"]
