@@ -68,7 +68,7 @@ def build(config: Config) -> Components:
     stream_opts = dict(config.tasks.options)
     stream_opts.setdefault("batch_size", config.train.batch_size)
     stream_opts.setdefault("metric_batch_size", config.tasks.metric_batch_size)
-    if config.tasks.kind == "class_split":
+    if config.tasks.kind in ("class_split", "random_subsets"):
         stream_opts.setdefault("classes_per_task", config.tasks.classes_per_task)
     if config.tasks.num_tasks is not None and config.tasks.kind != "bitflip":
         stream_opts.setdefault("num_tasks", config.tasks.num_tasks)
