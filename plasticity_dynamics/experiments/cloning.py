@@ -349,8 +349,8 @@ def run_cloning_families(scale: str, out_dir: Path, data_dir=None, progress=True
         # (the question medium scale asks on random labels, which no base fits)
         for name in (NOISY.name, DROPOUT.name):
             ends = results[fam][name]["loss_clone_end"], results[fam][SGD.name]["loss_clone_end"]
-            checks.append((f"{fam} {name}: the clone's loss ends below the SGD clone's", f"{ends[0]:.3f} vs {ends[1]:.3f}",
-                           ends[0] < ends[1]))
+            checks.append((f"{fam} {name}: the clone's loss ends below the SGD clone's",
+                           f"{ends[0]:.3f} vs {ends[1]:.3f}", ends[0] < ends[1]))
     fig.suptitle("Fig B.7: cloning in every family", fontsize=10)
     fig.tight_layout()
     save_figure(fig, out_dir / "figures" / "figB_7")

@@ -31,10 +31,11 @@ EXPECTED = {
 SLOW = {"normalisation", "cloning-noise", "unit-fate", "cloning-curvature"}
 
 # Figure name -> [(words of a check's claim, whether it holds at smoke scale)]. Every check whose
-# claim starts with the words, or has them after a space, must come out so (at least one must exist). True = the paper's trend
-# is reproduced at smoke scale; False = it is not at this scale, and the comment gives the numbers
-# seen when this was written, so that a change in either direction is noticed. Checks whose margin
-# at smoke scale is within float noise are left out and named in the comment.
+# claim starts with the words, or has them after a space, must come out so (at least one must
+# exist). True = the paper's trend is reproduced at smoke scale; False = it is not at this scale,
+# and the comment gives the numbers seen when this was written, so that a change in either
+# direction is noticed. Checks whose margin at smoke scale is within float noise are left out and
+# named in the comment. `make test-all` runs all of them (the SLOW ones are slow-marked).
 TRENDS = {
     # Fig 2.1 (smoke, MLP): trapped SGD clone; noise (end R² 0.973) and dropout (0.987) escape; the noisy
     # clone's rank 56.5 vs 44.3. Left out: "noisy clone reaches a lower loss" (1.120 vs 1.123, within noise).
