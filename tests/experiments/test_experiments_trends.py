@@ -68,7 +68,7 @@ def test_long_horizon_mlp_on_random_subsets_loses_units_and_rank():
     (2 seeds): dead fraction 0.13 (task 0) -> 0.54 (task 49), per-task means over the first / last
     5 tasks 0.21 / 0.55; effective rank 27.6 / 22.0 (it first rises over a few tasks, then falls)."""
     cfg = family_config("mlp", "medium").with_overrides({"tasks.num_tasks": 50})
-    assert cfg.tasks.kind == "random_subsets" and cfg.model.norm == "none"
+    assert cfg.tasks.kind == "random_subsets" and cfg.model.options["norm"] == "none"
     run = train(cfg, progress=False)
     dead, rank = _per_task(run, DEAD), _per_task(run, RANK)
     assert len(dead) == 50
