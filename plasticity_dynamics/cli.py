@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("reproduce", help="reproduce a paper figure ('reproduce list' names them)")
     rp.add_argument("name", help="figure name, or 'list'")
-    rp.add_argument("--scale", default="small", help="smoke | small (default, CPU minutes) | paper (GPU, real data)")
+    rp.add_argument("--scale", default="small", help="smoke | small (default, CPU minutes) | medium (long horizons, "
+                    "<= 30 CPU min; continual, normalisation, unit-fate, cloning-families) | paper (GPU, real data)")
     rp.add_argument("--data-dir", help="folder with MNIST/CIFAR/Tiny ImageNet files (paper scale)")
     rp.add_argument("--out", help="output folder (default runs/reproduce-NAME-SCALE)")
     rp.add_argument("--force", action="store_true", help="overwrite a non-empty --out")

@@ -91,6 +91,10 @@ for t in range(config.tasks.num_tasks):
     print(f"task {t}: online accuracy {a[0]:.3f} (first record) -> {a[-1]:.3f} (last record)")
 climbs = [acc[task_of == t][-1] > acc[task_of == t][0] for t in range(config.tasks.num_tasks)]
 print("accuracy climbs within every task:", all(climbs))
+# what this section demonstrates, asserted: every task is learnt (above the 2-class chance level at
+# its last record, and better than at its first record)
+assert all(climbs), climbs
+assert all(acc[task_of == t][-1] > 0.5 for t in range(config.tasks.num_tasks)), acc
 
 # %% [markdown]
 # **What it shows.** Each task starts from a zeroed output layer on two new classes. The online
@@ -120,6 +124,10 @@ for name in shown:
     print(f"{name:<24}" + "".join(f"{metrics[name][layer]:12.3f}" for layer in layers))
 print(f"... {len(metrics)} metrics in all, e.g.:")
 print("\n".join(pdx.metrics.describe_metrics().splitlines()[:3]))
+# fractions are fractions, and an effective rank lies between 1 and the layer's width
+widths = model.options["widths"]
+assert all(0.0 <= metrics[name][layer] <= 1.0 for name in shown if "_frac@" in name for layer in layers)
+assert all(1.0 <= metrics["effective_rank"][layer] <= w for layer, w in zip(layers, widths))
 
 # %% [markdown]
 # ## 4. Manifold detection
@@ -148,6 +156,11 @@ for g, c in found.summary()["clones"].items():
     sizes = sorted({len(b) for b in c["clusters"]})
     print(f"  {g}: {len(c['clusters'])} clusters of sizes {sizes}, clone R^2 {c['r2']}")
 print(" ", found.cloned, "| frozen:", found.frozen)
+# expansion preserves the function; relaxing frac only adds units; the planted pairs are found as pairs
+assert float(gap) < 1e-5, float(gap)
+assert all(set(strict.frozen_units[k].tolist()) <= set(loose.frozen_units.get(k, [])) for k in strict.frozen_units)
+assert found.summary()["clones"] and all({len(b) for b in c["clusters"]} == {2}
+                                         for c in found.summary()["clones"].values())
 
 # %% [markdown]
 # **What it shows.** The strict and the relaxed detections differ exactly by units that are
@@ -189,6 +202,12 @@ ax.set_xlabel("index (5 lowest, 5 highest)")
 ax.set_ylabel("eigenvalue of $P_N H P_N$")
 ax.set_title(f"normal curvature at the cloned point: {spec.verdict}")
 fig.tight_layout()
+# the verdict is the sign pattern of the extreme normal eigenvalues outside the zero tolerance
+lo, hi = float(spec.eigenvalues.min()), float(spec.eigenvalues.max())
+expected = ("saddle" if lo < -spec.tolerance and hi > spec.tolerance else "stable" if lo > spec.tolerance
+            else "unstable" if hi < -spec.tolerance else "degenerate")
+assert spec.verdict == expected, (spec.verdict, lo, hi, spec.tolerance)
+assert np.all(np.diff(spec.eigenvalues) >= 0) and spec.normal_dim == found.cloned.normal_dim
 print(f"notebook time {time.perf_counter() - T0:.1f} s")
 
 # %% [markdown]

@@ -86,6 +86,12 @@ for name, value in leak.items():
     print(f"gradient leakage at {name:8s}: {float(value):.2e}")
 h = wide.apply({"params": pe}, x).activations
 print("max |h(2k) - h(2k+1)| at w_e:", {k: float(jnp.max(jnp.abs(v[:, ::2] - v[:, 1::2]))) for k, v in h.items()})
+# Theorem 2.1, asserted: tangent gradients (float32 rounding) at the cloned and the equitable point,
+# a visibly leaking one at the generic point; the wide net computes the base function; clones agree at w_e
+assert float(gap) < 1e-5, float(gap)
+assert float(leak["w0"]) < 1e-6 and float(leak["we"]) < 1e-6, leak
+assert float(leak["generic"]) > 1e-3, leak
+assert all(float(jnp.max(jnp.abs(v[:, ::2] - v[:, 1::2]))) < 1e-5 for v in h.values())
 
 fig, axes = plt.subplots(1, 4, figsize=(11, 2.9))
 panels = [(p0["dense_1"]["kernel"], "weights at $w_0$"), (grads["w0"]["dense_1"]["kernel"], "gradient at $w_0$"),
@@ -150,6 +156,12 @@ print(f"largest distance of SGD / momentum / Adam: {stay:.1e} (float32 eps = {np
 print(f"smallest final distance of noisy SGD / dropout: {leave:.1e}")
 print("stayers within 100 eps of the manifold:", stay <= 100 * np.finfo(np.float32).eps,
       "| leavers more than 1e-4 away:", leave > 1e-4)
+# invariance, asserted: SGD, momentum and Adam stay on M_D(w_0) exactly (bit for bit: every update is
+# block-constant, so the clones receive identical float32 updates), noise and dropout leave it
+assert stay == 0.0, stay
+assert all(np.min(res[s]["clone_r2"]) > 1 - 1e-6 and np.max(res[s]["update_leakage"]) == 0.0
+           for s in ("sgd", "momentum", "adam"))
+assert leave > 1e-4, leave
 
 # %% [markdown]
 # **What it shows.** SGD, momentum and Adam keep the copy on $M_D(w_0)$ to float32 rounding (the
@@ -208,6 +220,7 @@ fig.tight_layout()
 
 # %%
 fig, ax = plt.subplots(figsize=(5.5, 2.6))
+quotient_gap, quotient_size = {}, {}
 for s in ("sgd", "noisy_sgd"):
     wide_p = jax.tree_util.tree_map(jnp.asarray, res[s]["params"])
     q_model, q_vars = pdx.manifolds.base_network(wide, {"params": wide_p}, partition)
@@ -217,10 +230,15 @@ for s in ("sgd", "noisy_sgd"):
     print(f"{s:<10} wide {wide.options['widths']} ({n_wide} params) -> base {q_model.options['widths']} "
           f"({n_base} params); max |logit difference| = {gaps.max():.1e}")
     ax.hist(np.log10(np.maximum(gaps, 1e-12)), bins=40, alpha=0.6, label=f"after {s}")
+    quotient_gap[s], quotient_size[s] = float(gaps.max()), n_base
 ax.set_xlabel(r"$\log_{10}$ |logit(wide) - logit(base)|  (exact zeros at -12)")
 ax.set_ylabel("logits")
 ax.legend(fontsize=7)
 fig.tight_layout()
+# on the manifold the base network is exact (float32 rounding) and is a chart of M_D (as many
+# parameters as the manifold has dimensions); off it (noisy SGD) it is only an approximation
+assert quotient_gap["sgd"] < 1e-5 and quotient_gap["noisy_sgd"] > 10 * quotient_gap["sgd"], quotient_gap
+assert quotient_size["sgd"] == M.dim, (quotient_size, M.dim)
 print(f"notebook time {time.perf_counter() - T0:.1f} s")
 
 # %% [markdown]

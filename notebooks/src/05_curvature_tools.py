@@ -79,6 +79,8 @@ print(f"Hessian eigenvalues: lowest {eigs[0]:+.4f}, highest {eigs[-1]:+.4f}")
 H_pkg = np.asarray(cv.dense_hessian(L, params), np.float64)
 print(f"cv.dense_hessian vs jax.hessian: max |difference| {np.abs(H_pkg - H).max():.1e} "
       f"(max |H| {np.abs(H).max():.1f})")
+assert np.abs(H_pkg - H).max() <= 1e-5 * np.abs(H).max()  # the package's dense Hessian = JAX's
+assert grad_norm < 1e-2 and eigs[0] < 0 < eigs[-1]  # a critical point, and a saddle of the wide net
 
 # %% [markdown]
 # ## 1. Hessian-vector products
@@ -102,6 +104,10 @@ print(f"finite differences: best relative error {fd_err.min():.1e} at h = {hs[fd
       f"hvp is {fd_err.min() / rel_hvp:.0f} times more accurate")
 slope = np.polyfit(np.log(hs[:5]), np.log(fd_err[:5]), 1)[0]
 print(f"finite-difference error slope at large h: {slope:.2f} (theory: 2)")
+# the HVP equals the dense product to float32 rounding and beats every finite difference, whose
+# truncation error falls as h^2
+assert rel_hvp < 1e-5 and rel_hvp < fd_err.min(), (rel_hvp, fd_err.min())
+assert 1.5 < slope < 2.5, slope
 
 fig, ax = plt.subplots(figsize=(4.8, 2.9))
 ax.loglog(hs, fd_err, "o-", ms=3, label="central differences")
@@ -135,6 +141,7 @@ tol = 1e-6 * np.abs(eigs).max()
 for name, err in (("highest", hi_err), ("lowest", lo_err)):
     hit = iters[np.argmax(err < tol)] if np.any(err < tol) else None
     print(f"{name} eigenvalue: Ritz error {err[-1]:.1e} after {iters[-1]} steps; below {tol:.0e} from step {hit}")
+    assert err[-1] < tol, (name, err[-1], tol)  # Lanczos extremes = dense extremes
 fig, ax = plt.subplots(figsize=(4.8, 2.9))
 ax.semilogy(iters, np.maximum(hi_err, 1e-16), label=f"highest ({eigs[-1]:+.3f})")
 ax.semilogy(iters, np.maximum(lo_err, 1e-16), label=f"lowest ({eigs[0]:+.4f})")
@@ -167,9 +174,14 @@ Q = V[:, w > 0.5]
 mu = np.linalg.eigvalsh(Q.T @ H @ Q)
 print(f"oracle: normal_dim {Q.shape[1]} (manifold says {M.normal_dim}); "
       f"lowest {mu[:3].round(5)}, highest {mu[-3:].round(5)}")
+assert Q.shape[1] == M.normal_dim
+verdicts = {}
 for method in ("dense", "lanczos"):
     s = cv.normal_spectrum(loss_fn, params, M, k=3, args=(x, y), method=method)
     oracle = np.concatenate([mu[:3], mu[-3:]])
+    # both routes give the oracle's extreme normal eigenvalues (float32 rounding of a 0.02 scale)
+    assert np.max(np.abs(s.eigenvalues - oracle)) < 1e-4 * np.abs(mu).max(), (method, s.eigenvalues, oracle)
+    verdicts[method] = s.verdict
     print(f"{method:<8}: verdict {s.verdict}, max |error| {np.max(np.abs(s.eigenvalues - oracle)):.1e}, "
           f"{s.num_hvps} HVPs, largest residual {s.residuals.max():.1e}")
 
@@ -191,6 +203,9 @@ print(f"trace of P_N H P_N: exact {np.trace(Q.T @ H @ Q):.4f} | "
 z_full = abs(trace.estimate - np.trace(H)) / trace.stderr
 z_normal = abs(trace_n.estimate - np.trace(Q.T @ H @ Q)) / trace_n.stderr
 print(f"Hutchinson errors in standard errors: full {z_full:.1f}, normal block {z_normal:.1f}")
+# the oracle's normal block has eigenvalues of both signs, well away from zero: both routes say saddle
+assert mu[0] < -1e-3 and mu[-1] > 1e-3 and verdicts == {"dense": "saddle", "lanczos": "saddle"}, verdicts
+assert z_full < 4 and z_normal < 4, (z_full, z_normal)  # unbiased estimators, within 4 standard errors
 
 fig, ax = plt.subplots(figsize=(4.8, 2.9))
 heights, _, _ = ax.hist(eigs, bins=40, density=True, alpha=0.5, label="dense eigenvalues")
@@ -229,6 +244,8 @@ predicted["heavy ball"] = (r_hb.radius, max(roots))
 for name, (arnoldi, closed) in predicted.items():
     print(f"{name:<10}: Arnoldi radius {arnoldi:.6f} | closed form {closed:.6f} | "
           f"difference {abs(arnoldi - closed):.1e}")
+    assert abs(arnoldi - closed) < 1e-6, (name, arnoldi, closed)
+assert np.linalg.norm(Jv - (np.asarray(v) - LR * Hv)) / np.linalg.norm(v) < 1e-5  # J = I - lr H for SGD
 
 # %% [markdown]
 # ## 6. Escape: predicted against measured
@@ -258,6 +275,10 @@ ax.set_title(f"escape from the cloning manifold (SGD, lr {LR})", fontsize=9)
 fig.tight_layout()
 growth = {d: (e.fitted_rate - 1) / (e.predicted_rate - 1) for d, e in runs.items()}
 print("measured / predicted growth exponent (rate - 1):", {d: round(g, 2) for d, g in growth.items()})
+# at a critical point, started along the fastest normal mode, the measured escape rate is the
+# update-map prediction: growth exponents within 10 %; a random normal start escapes, more slowly
+assert abs(growth["eigenvector"] - 1) < 0.1, growth
+assert runs["eigenvector"].predicted_rate > 1 and 0 < growth["normal"] < growth["eigenvector"], growth
 print(f"notebook time {time.perf_counter() - T0:.1f} s")
 
 # %% [markdown]

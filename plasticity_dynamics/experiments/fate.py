@@ -1,5 +1,6 @@
 """Unit fate across tasks (new, beyond the paper): which units die, saturate or clone, when,
-and whether any come back.
+and whether any come back. Its scales are the continual MLP's (``continual.family_config``), so
+``medium`` is the 60-task ``random_subsets`` stream.
 
 Trains the continual MLP (no normalisation, as Fig 3.1) with a checkpoint at every record,
 then classifies every unit of every hidden layer at every checkpoint
@@ -17,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .continual import family_config
+from .continual import family_config, stream_note
 from .registry import register
 
 
@@ -69,7 +70,8 @@ def unit_fates(run_dir: Path, seed_index: int = 0) -> dict:
 
 @register("unit-fate", "new (unit fate rasters)",
           "Continual MLP without normalisation: the state of every hidden unit at every record "
-          "(active, dormant, saturated, frozen, dead), transitions and revivals across task switches.")
+          "(active, dormant, saturated, frozen, dead), transitions and revivals across task switches.",
+          scales=("smoke", "small", "medium", "paper"))
 def run_unit_fate(scale: str, out_dir: Path, data_dir=None, progress=True) -> dict:
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
@@ -110,7 +112,8 @@ def run_unit_fate(scale: str, out_dir: Path, data_dir=None, progress=True) -> di
     checks.append(("dead units accumulate over tasks (Fig 3.1's mechanism, unit by unit)",
                    f"{total_first:.3f} → {total_last:.3f}", total_last > total_first))
     return {"results": results, "checks": checks,
-            "notes": ["States from pdx.metrics.unit_states with the paper's thresholds; seed 0; "
+            "notes": [stream_note(scale) + " MLP only.",
+                      "States from pdx.metrics.unit_states with the paper's thresholds; seed 0; "
                       f"run directory with all checkpoints: {run_dir}.",
                       "'saturated' is the paper's gradient criterion |g| / mean|h| < 1e-4 on 99 % of samples: it "
                       "also fires for every unit when the metric batch is fitted (loss ≈ 0), as at the end of "

@@ -8,8 +8,8 @@ counted from the task start), fixed class-balanced ``metric_batch(t)``,
 """
 
 from .base import SAMPLING, ArrayStream, TaskStream, balanced_positions, sample_indices
-from .classification import (ClassSplit, PermutedInputs, PermutedLabels, RandomLabels, class_split,
-                             permuted_inputs, permuted_labels, random_labels)
+from .classification import (ClassSplit, PermutedInputs, PermutedLabels, RandomLabels, RandomSubsets, class_split,
+                             permuted_inputs, permuted_labels, random_labels, random_subsets)
 from .registry import STREAMS, make_stream
 from .regression import BitFlip, DataTeacher, GaussianTeacher, bitflip, teacher
 
@@ -22,6 +22,7 @@ __all__ = [
     "PermutedInputs",
     "PermutedLabels",
     "RandomLabels",
+    "RandomSubsets",
     "SAMPLING",
     "STREAMS",
     "TaskStream",
@@ -32,6 +33,7 @@ __all__ = [
     "permuted_inputs",
     "permuted_labels",
     "random_labels",
+    "random_subsets",
     "sample_indices",
     "teacher",
 ]

@@ -1,4 +1,4 @@
-"""Classification task streams: class split, permuted inputs, permuted labels, random labels.
+"""Classification task streams: class split, random subsets, permuted inputs, permuted labels, random labels.
 
 All keep one shared head of ``dataset.num_classes`` outputs and global class ids.
 - class_split (PAPER.md 5.3): classes in a seeded shuffled order, ``classes_per_task``
@@ -7,12 +7,20 @@ All keep one shared head of ``dataset.num_classes`` outputs and global class ids
   Every task is truncated to the smallest task size (a seeded random subset) so all
   tasks share one array shape; ``describe()["truncated"]`` says how many examples
   each task lost (0 when classes are equally frequent, as in CIFAR / Tiny ImageNet).
+- random_subsets (Continual-ImageNet-style unlimited stream, Dohare et al. 2024): task t
+  draws ``classes_per_task`` distinct classes uniformly at random with the seeded generator
+  ``default_rng([seed, t, 5])`` (a pure function of (seed, t): any task can be rebuilt alone,
+  so runs resume exactly; consecutive tasks may share classes), loss masked to those classes
+  (a fresh head mask per task), head zeroing as class_split. Any ``num_tasks``. Every class
+  contributes the same number of examples, ``examples_per_class`` (default: the smallest
+  class count of the data set; a seeded subset of each class, ``default_rng([seed, t, c, 6])``),
+  so every task has ``classes_per_task * examples_per_class`` balanced examples and one shape.
 - permuted_inputs: a fixed random permutation of input positions per task (pixels
   keep their channels together; vectors permute features); task 0 is the identity.
 - permuted_labels: a fixed random permutation of the class ids per task; task 0 identity.
 - random_labels: fresh uniform random labels for every training example in every task
   (no test split).
-Sizes: all streams but class_split use the whole training set, or a seeded subset of
+Sizes: all streams but class_split and random_subsets use the whole training set, or a seeded subset of
 ``num_examples``.
 """
 
@@ -35,7 +43,7 @@ class ClassSplit(ArrayStream):
 
     kind = "class_split"
 
-    def __init__(self, dataset, classes_per_task: int, num_tasks: int | None = None, *, seed: int = 0,
+    def __init__(self, dataset, classes_per_task: int = 2, num_tasks: int | None = None, *, seed: int = 0,
                  head_zeroing: bool = True, batch_size: int = 128, sampling: str = "epoch",
                  metric_batch_size: int = 500, parity_single_class: bool = False, augment=None):
         _check_classification(dataset, self.kind)
@@ -89,6 +97,75 @@ class ClassSplit(ArrayStream):
         return {"dataset": self.dataset.name, "classes_per_task": self.classes_per_task,
                 "task_classes": [c.tolist() for c in self.task_classes], "task_size": self.task_size,
                 "truncated": self.truncated, "parity_single_class": self.parity_single_class,
+                "augment_pad": self.augment_pad}
+
+
+class RandomSubsets(ArrayStream):
+    """``classes_per_task`` classes drawn at random for each of any number of tasks; see the module docstring.
+
+    Cost: building task t's data is O(n_train) (one pass over the labels per drawn class).
+    """
+
+    kind = "random_subsets"
+
+    def __init__(self, dataset, classes_per_task: int = 2, num_tasks: int = 50, *, seed: int = 0,
+                 head_zeroing: bool = True, batch_size: int = 128, sampling: str = "epoch",
+                 metric_batch_size: int = 500, examples_per_class: int | None = None, augment=None):
+        _check_classification(dataset, self.kind)
+        k_all = int(dataset.num_classes)
+        check_positive("classes_per_task", classes_per_task, integer=True)
+        if classes_per_task > k_all:
+            raise InputError(f"classes_per_task={classes_per_task!r} exceeds the {k_all} classes of {dataset.name!r}")
+        super().__init__(num_tasks=num_tasks, num_outputs=k_all, loss="xent", input_shape=dataset.input_shape,
+                         batch_size=batch_size, sampling=sampling, metric_batch_size=metric_batch_size, seed=seed,
+                         head_zeroing=head_zeroing)
+        self.dataset = dataset
+        self.classes_per_task = int(classes_per_task)
+        self.augment_pad = resolve_augment(augment, dataset)
+        counts = np.bincount(np.asarray(dataset.y_train), minlength=k_all)
+        smallest = int(counts.min())
+        if smallest == 0:
+            raise InputError(f"class {int(counts.argmin())} of {dataset.name!r} has no training examples; "
+                             f"random_subsets needs every class")
+        if examples_per_class is None:
+            examples_per_class = smallest
+        check_positive("examples_per_class", examples_per_class, integer=True)
+        if examples_per_class > smallest:
+            raise InputError(f"examples_per_class={examples_per_class!r} exceeds {smallest}, the training examples "
+                             f"of the smallest class of {dataset.name!r}")
+        self.examples_per_class = int(examples_per_class)
+        self.task_size = self.classes_per_task * self.examples_per_class
+
+    def task_classes(self, t) -> np.ndarray:
+        """(classes_per_task,) distinct class ids of task t, a pure function of (seed, t)."""
+        t = self._check_task(t)
+        k_all = self.num_outputs
+        return np.random.default_rng([self.seed, t, 5]).choice(k_all, self.classes_per_task, replace=False)
+
+    def _classes(self, t):
+        return self.task_classes(t)
+
+    def _examples(self, t, split):
+        ds = self.dataset
+        x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
+        pos = np.concatenate([np.flatnonzero(y == c) for c in self.task_classes(t)])
+        return x[pos], y[pos]
+
+    def _train_positions(self, t):
+        y = self.dataset.y_train
+        out, start = [], 0
+        for c in self.task_classes(t):
+            n_c = int(np.sum(y == c))
+            pick = np.random.default_rng([self.seed, t, int(c), 6]).choice(n_c, self.examples_per_class, replace=False)
+            out.append(start + np.sort(pick))
+            start += n_c
+        return np.concatenate(out)
+
+    def _extra(self):
+        shown = min(self.num_tasks, 20)
+        return {"dataset": self.dataset.name, "classes_per_task": self.classes_per_task,
+                "examples_per_class": self.examples_per_class, "task_size": self.task_size,
+                "first_task_classes": [self.task_classes(t).tolist() for t in range(shown)],
                 "augment_pad": self.augment_pad}
 
 
@@ -199,6 +276,12 @@ def class_split(dataset, classes_per_task: int, num_tasks: int | None = None, **
     """Class-split stream (PAPER.md 5.3); options: seed, head_zeroing, batch_size, sampling,
     metric_batch_size, parity_single_class, augment (None = dataset default pad)."""
     return ClassSplit(dataset, classes_per_task, num_tasks, **opts)
+
+
+def random_subsets(dataset, classes_per_task: int = 2, num_tasks: int = 50, **opts) -> RandomSubsets:
+    """Random-subsets stream (any number of tasks); options: seed, head_zeroing, batch_size, sampling,
+    metric_batch_size, examples_per_class, augment (None = dataset default pad)."""
+    return RandomSubsets(dataset, classes_per_task, num_tasks, **opts)
 
 
 def permuted_inputs(dataset, num_tasks: int = 10, **opts) -> PermutedInputs:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import inspect
 
 from ..errors import InputError, check_choice
-from .classification import ClassSplit, PermutedInputs, PermutedLabels, RandomLabels
+from .classification import ClassSplit, PermutedInputs, PermutedLabels, RandomLabels, RandomSubsets
 from .regression import BitFlip, DataTeacher, GaussianTeacher
 
 STREAMS: dict[str, str] = {
     "class_split": "k disjoint classes per task (seeded order), shared head, loss masked to the task's classes",
+    "random_subsets": "any number of tasks, each k classes drawn at random (pure in (seed, task)), fresh head mask",
     "permuted_inputs": "same data every task under a fixed random input permutation (task 0 = identity)",
     "permuted_labels": "same data every task under a fixed random permutation of the class ids",
     "random_labels": "same inputs every task with fresh uniform random labels (memorisation)",
@@ -49,6 +50,6 @@ def make_stream(kind: str, dataset=None, **opts):
     if dataset is None:
         raise InputError(f"stream {kind!r} needs a dataset")
     cls = {"class_split": ClassSplit, "permuted_inputs": PermutedInputs, "permuted_labels": PermutedLabels,
-           "random_labels": RandomLabels}[kind]
+           "random_labels": RandomLabels, "random_subsets": RandomSubsets}[kind]
     _check_opts(kind, cls, opts, skip=("dataset",))
     return cls(dataset, **opts)

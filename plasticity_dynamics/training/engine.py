@@ -81,8 +81,6 @@ class Components:
 #: Stream options that the engine fills from typed config fields when they are not None
 #: (the stream rejects the ones it does not read, so a value that does not apply is an error).
 _TASK_FIELDS = ("classes_per_task", "num_tasks", "head_zeroing")
-#: Defaults of those fields per stream kind, used when the config leaves them None.
-_STREAM_DEFAULTS = {"class_split": {"classes_per_task": 2}}
 DEFAULT_STEPS_PER_TASK = 400
 
 
@@ -108,8 +106,6 @@ def build(config: Config) -> Components:
             raise InputError(f"tasks.{key}={stream_opts[key]!r}: the stream's {key} is {owner}; remove tasks.{key}")
     stream_opts["batch_size"] = config.train.batch_size
     stream_opts["metric_batch_size"] = t.metric_batch_size
-    for key, value in _STREAM_DEFAULTS.get(t.kind, {}).items():
-        stream_opts[key] = value
     for key in _TASK_FIELDS:
         if getattr(t, key) is not None:
             stream_opts[key] = getattr(t, key)

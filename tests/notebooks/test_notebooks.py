@@ -5,12 +5,14 @@ interpreter (the project's .venv): the kernelspec is checked, and when it would 
 Python a kernelspec pointing at ``sys.executable`` is installed into a temporary prefix and put
 first on ``JUPYTER_PATH``. An extra cell appended at test time prints the kernel's ``sys.prefix``
 and the test compares it with its own. A failing cell fails the test (nbclient raises
-``CellExecutionError`` with the cell's traceback).
+``CellExecutionError`` with the cell's traceback): the notebooks ``assert`` what they demonstrate
+(at least 3 assertions each), so a contradicted claim fails the test, which is itself checked here.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 import time
@@ -89,6 +91,37 @@ def kernel_name(tmp_path_factory):
     mp.undo()
 
 
+def test_every_notebook_asserts_what_it_demonstrates():
+    for name in EXPECTED:
+        code = (NB_DIR / "src" / f"{name}.py").read_text()
+        asserts = re.findall(r"^\s*assert\b", code, flags=re.MULTILINE)
+        assert len(asserts) >= 3, f"{name}: {len(asserts)} assert statements, at least 3 expected"
+
+
+def _execute(nb, kernel_name, monkeypatch):
+    """Run ``nb`` in place in a fresh kernel the way a user's would run it; returns seconds taken."""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    # a user's kernel: one CPU device, not conftest's four; the command line's XLA CPU flag kept
+    from plasticity_dynamics.cli import XLA_CPU_FLAG
+
+    monkeypatch.setenv("XLA_FLAGS", XLA_CPU_FLAG)
+    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=kernel_name,
+                                     resources={"metadata": {"path": str(NB_DIR)}})
+    t0 = time.perf_counter()
+    client.execute()  # raises CellExecutionError on the first failing cell
+    return time.perf_counter() - t0
+
+
+def test_a_failed_assertion_fails_the_notebook_run(kernel_name, monkeypatch):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("assert x == 2, 'contradicted'"),
+                nbformat.v4.new_code_cell("print('never reached')")]
+    with pytest.raises(nbclient.exceptions.CellExecutionError, match="contradicted"):
+        _execute(nb, kernel_name, monkeypatch)
+    assert nb.cells[2].outputs == []
+
+
 # The quickstart (about 20 s) runs in the default suite; the other four (about 20-60 s each on a
 # shared 2-core machine, 1.5-3.5 min together) are marked slow and run with `make test-all`.
 FAST = ("01_quickstart",)
@@ -96,19 +129,9 @@ FAST = ("01_quickstart",)
 
 @pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in EXPECTED])
 def test_notebook_executes(name, kernel_name, monkeypatch):
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    # a user's kernel: one CPU device, not conftest's four; the command line's XLA CPU flag kept
-    from plasticity_dynamics.cli import XLA_CPU_FLAG
-
-    monkeypatch.setenv("XLA_FLAGS", XLA_CPU_FLAG)
     nb = nbformat.read(_notebook(name), as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.prefix)"))
-    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=kernel_name,
-                                     resources={"metadata": {"path": str(NB_DIR)}})
-    t0 = time.perf_counter()
-    client.execute()  # raises CellExecutionError on the first failing cell
-    elapsed = time.perf_counter() - t0
+    elapsed = _execute(nb, kernel_name, monkeypatch)
     print(f"\n{name}: executed in {elapsed:.1f} s")
     kernel_prefix = "".join(o.get("text", "") for o in nb.cells[-1].outputs).strip()
     assert kernel_prefix == sys.prefix, f"kernel ran {kernel_prefix!r}, not this interpreter ({sys.prefix!r})"

@@ -86,15 +86,18 @@ def test_teacher_on_dataset_inputs(digits):
 
 def test_registry(digits):
     assert set(pdx.tasks.STREAMS) == {"class_split", "permuted_inputs", "permuted_labels", "random_labels",
-                                      "bitflip", "teacher"}
+                                      "random_subsets", "bitflip", "teacher"}
     s = pdx.tasks.make_stream("permuted_labels", digits, num_tasks=2, batch_size=8, metric_batch_size=20)
     assert s.batch_size == 8 and s.metric_batch(0)[0].shape == (20, 8, 8, 1)
     b = pdx.tasks.make_stream("bitflip", digits, batch_size=1, metric_batch_size=64, num_steps=1000)
     assert b.metric_batch(0)[0].shape == (64, 21)
     for kind, opts in (("class_split", {"classes_per_task": 2}), ("permuted_inputs", {}), ("permuted_labels", {}),
-                       ("random_labels", {}), ("bitflip", {"num_steps": 100}), ("teacher", {})):
+                       ("random_labels", {}), ("random_subsets", {}), ("bitflip", {"num_steps": 100}),
+                       ("teacher", {})):
         json.dumps(pdx.tasks.make_stream(kind, digits, **opts).describe())
     with pytest.raises(InputError, match="num_examples=99999"):
         pdx.tasks.make_stream("random_labels", digits, num_examples=99999)
     with pytest.raises(InputError, match="not a classification dataset"):
         pdx.tasks.make_stream("class_split", pdx.data.load("teacher"), classes_per_task=2)
+    with pytest.raises(InputError, match="not a classification dataset"):
+        pdx.tasks.make_stream("random_subsets", pdx.data.load("teacher"), classes_per_task=2)
