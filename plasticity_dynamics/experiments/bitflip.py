@@ -73,9 +73,9 @@ def run_bitflip(scale: str, out_dir: Path, data_dir=None, progress=True) -> dict
     results, checks = {}, []
     for i, frac in enumerate(s["switches"]):
         run = train(bitflip_config(scale, width, frac), progress=progress)
-        sl, loss = online(run.rows, "loss")
-        sr, rank = layer_mean(run.rows, RANK)
-        sd, dup = layer_mean(run.rows, DUP)
+        sl, loss = online(run.table, "loss")
+        sr, rank = layer_mean(run.table, RANK)
+        sd, dup = layer_mean(run.table, DUP)
         ax = axes[0][i]
         ax.plot(sl, loss.mean(0), color="C3", label="online loss")
         ax.fill_between(sl, loss.mean(0) - loss.std(0), loss.mean(0) + loss.std(0), color="C3", alpha=0.2)
@@ -121,9 +121,9 @@ def run_bitflip_widths(scale: str, out_dir: Path, data_dir=None, progress=True) 
     results, checks = {}, []
     for w in s["widths"]:
         run = train(bitflip_config(scale, w, 0.5), progress=progress)
-        sl, loss = online(run.rows, "loss")
-        sr, rank = layer_mean(run.rows, RANK)
-        sd, dup = layer_mean(run.rows, DUP)
+        sl, loss = online(run.table, "loss")
+        sr, rank = layer_mean(run.table, RANK)
+        sd, dup = layer_mean(run.table, DUP)
         cut, end = 0.5 * s["steps"], s["steps"]
         tail = min(s["tail"], int(cut))
         results[str(w)] = {

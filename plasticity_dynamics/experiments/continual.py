@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..records import as_table
+
 from ..training import Config, train
 from ..plotting.run import band as _band
 from .registry import register
@@ -82,25 +84,31 @@ def family_config(family: str, scale: str, *, norm: str = "none", affine: bool =
 
 
 def layer_mean(rows, metric: str, layers=None):
-    """steps (R,), values (seeds, R): mean over the selected layers of ``metric``."""
-    from collections import defaultdict
-
-    acc: dict = defaultdict(list)
-    for step, seed, _task, layer, met, val in rows:
-        if met == metric and layer and (layers is None or layer in layers):
-            acc[(seed, step)].append(val)
-    seeds = sorted({k[0] for k in acc})
-    steps = sorted({k[1] for k in acc})
-    vals = np.array([[np.mean(acc[(s, t)]) for t in steps] for s in seeds])
-    return np.array(steps), vals
+    """steps (R,), values (seeds, R): mean over the selected layers of ``metric``.
+    ``rows``: a run's :class:`pdx.records.MetricsTable` or its row tuples."""
+    t = as_table(rows)
+    mask = t.select(metric) & (t["layer"] != "")
+    if layers is not None:
+        mask &= np.isin(t["layer"], list(layers))
+    return _grid(t, mask)
 
 
 def online(rows, metric: str):
     """steps, (seeds, R) of a model-level metric (training loss / online accuracy)."""
-    seeds = sorted({r[1] for r in rows if r[4] == metric and r[3] == ""})
-    steps = sorted({r[0] for r in rows if r[4] == metric and r[3] == ""})
-    table = {(r[1], r[0]): r[5] for r in rows if r[4] == metric and r[3] == ""}
-    return np.array(steps), np.array([[table[(s, t)] for t in steps] for s in seeds])
+    t = as_table(rows)
+    return _grid(t, t.select(metric, ""))
+
+
+def _grid(t, mask):
+    """(steps (R,), (seeds, R) mean of the selected values per seed and step)."""
+    seeds, si = np.unique(t["seed"][mask], return_inverse=True)
+    steps, ti = np.unique(t["step"][mask], return_inverse=True)
+    total = np.zeros((len(seeds), len(steps)))
+    count = np.zeros((len(seeds), len(steps)))
+    np.add.at(total, (si, ti), t["value"][mask])
+    np.add.at(count, (si, ti), 1)
+    with np.errstate(invalid="ignore"):
+        return steps, total / count
 
 
 def _monitored(run, family):
@@ -146,9 +154,9 @@ def run_continual(scale: str, out_dir: Path, data_dir=None, progress=True) -> di
         run = runs[fam]
         layers = _monitored(run, fam)
         symptom, sname = (DUP, "duplicate fraction") if fam == "vit" else (DEAD, "dead fraction")
-        st, sym = layer_mean(run.rows, symptom, layers)
-        sa, acc = online(run.rows, "accuracy")
-        sr, rank = layer_mean(run.rows, RANK, layers)
+        st, sym = layer_mean(run.table, symptom, layers)
+        sa, acc = online(run.table, "accuracy")
+        sr, rank = layer_mean(run.table, RANK, layers)
         a = ax1[0][i]
         _band(a, st, sym, sname, "C3")
         a.set_ylim(-0.02, 1.02)
@@ -167,16 +175,16 @@ def run_continual(scale: str, out_dir: Path, data_dir=None, progress=True) -> di
         _band(a3, st, sym, sname, "C3", "--")
         a3.set_ylim(-0.02, 1.02)
         for lay_i, layer in enumerate(layers):
-            _s, v = layer_mean(run.rows, DUP, [layer])
+            _s, v = layer_mean(run.table, DUP, [layer])
             _band(ax5[0][i], _s, v, layer, f"C{lay_i % 10}")
-            _s, v = layer_mean(run.rows, SAT if fam == "vit" else DEAD, [layer])
+            _s, v = layer_mean(run.table, SAT if fam == "vit" else DEAD, [layer])
             _band(ax6[0][i], _s, v, layer, f"C{lay_i % 10}")
         for ax, yl in ((ax5[0][i], "duplicate fraction"), (ax6[0][i], "saturated" if fam == "vit" else "dead")):
             ax.set_title(f"{fam}: {yl} per layer", fontsize=9)
             ax.set_xlabel("step")
             ax.legend(fontsize=6)
-        _sd, dead = layer_mean(run.rows, DEAD if fam != "vit" else SAT, layers)
-        _su, dup = layer_mean(run.rows, DUP, layers)
+        _sd, dead = layer_mean(run.table, DEAD if fam != "vit" else SAT, layers)
+        _su, dup = layer_mean(run.table, DUP, layers)
         sc = ax4[0][i].scatter(dup.mean(0), dead.mean(0), c=_su, s=10 + 60 * np.interp(_su, sa, acc.mean(0)),
                                cmap="viridis_r")
         ax4[0][i].set_xlabel("duplicate fraction")
@@ -229,13 +237,13 @@ def run_normalisation(scale: str, out_dir: Path, data_dir=None, progress=True) -
             run = train(family_config(fam, scale, norm=norm, affine=affine, data_dir=data_dir, seeds=seeds),
                         progress=progress)
             layers = _monitored(run, fam)
-            st, rank = layer_mean(run.rows, RANK, layers)
+            st, rank = layer_mean(run.table, RANK, layers)
             label = {"none": "baseline", "batch": "BN", "layer": "LN"}[norm] + (" + affine" if affine and norm != "none" else "")
             _band(ax, st, rank, label, f"C{['none', 'batch', 'layer'].index(norm)}", ":" if affine and norm != "none" else "-")
-            _s, sat = layer_mean(run.rows, SAT, layers)
-            _s, dup = layer_mean(run.rows, DUP, layers)
-            _s, dead = layer_mean(run.rows, DEAD, layers)
-            _s, acc = online(run.rows, "accuracy")
+            _s, sat = layer_mean(run.table, SAT, layers)
+            _s, dup = layer_mean(run.table, DUP, layers)
+            _s, dead = layer_mean(run.table, DEAD, layers)
+            _s, acc = online(run.table, "accuracy")
             bars[(fam, label)] = (sat.mean(), dup.mean(), acc.mean())
             results.setdefault(fam, {})[label] = {
                 "rank_last": float(rank[:, -1].mean()), "saturated_mean": float(sat.mean()),
