@@ -128,13 +128,10 @@ def default_out(name: str, quick: bool) -> Path:
 
 
 def write_json(path: Path, payload: dict) -> Path:
-    """Write ``payload`` as JSON to ``path`` atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write ``payload`` as JSON to ``path`` atomically (:mod:`plasticity_dynamics.fileio`)."""
+    from plasticity_dynamics.fileio import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n")
 
 
 def write(name: str, payload: dict) -> Path:

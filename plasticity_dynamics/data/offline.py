@@ -10,14 +10,13 @@ saved and restored around the call so loading has no side effect. Cost: about
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import check_positive, check_range
+from ..fileio import atomic_write
 from .dataset import Dataset
 
 
@@ -67,11 +66,7 @@ def load_mnist1d(data_dir=None, *, seed: int = 42, num_samples: int = 5000, trai
 
 def _atomic_savez(path: Path, xtr, ytr, xte, yte) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
-        os.replace(tmp, path)
+        atomic_write(path, lambda fh: np.savez(fh, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte))
     except OSError:
         pass  # read-only data_dir: no cache, same arrays
 

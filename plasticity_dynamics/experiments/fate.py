@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..fileio import jsonable
 from .continual import family_config, stream_note
 from .registry import register
 
@@ -101,7 +102,7 @@ def run_unit_fate(scale: str, out_dir: Path, data_dir=None, progress=True) -> di
         dead_first = float(np.mean(st[0] == STATES.index("dead")))
         dead_last = float(np.mean(st[-1] == STATES.index("dead")))
         results[layer] = {"dead_first": dead_first, "dead_last": dead_last,
-                          "summary": _jsonable(summ)}
+                          "summary": jsonable(summ)}
     axes[0][0].set_ylabel("unit")
     cbar = fig.colorbar(im, ax=axes[0].tolist(), ticks=range(len(STATES)))
     cbar.ax.set_yticklabels(STATES, fontsize=7)
@@ -118,15 +119,3 @@ def run_unit_fate(scale: str, out_dir: Path, data_dir=None, progress=True) -> di
                       "'saturated' is the paper's gradient criterion |g| / mean|h| < 1e-4 on 99 % of samples: it "
                       "also fires for every unit when the metric batch is fitted (loss ≈ 0), as at the end of "
                       "an easy two-class task; read it together with the loss."]}
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x

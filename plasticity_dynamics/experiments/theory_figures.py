@@ -21,8 +21,6 @@ a ∈ [0.1, 10^2.5]; A.3 sweeps pre-activation mean μ ∈ [−5, 3] and standar
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from plasticity_dynamics.errors import InputError, check_choice
+from plasticity_dynamics.fileio import atomic_write
 from plasticity_dynamics.theory import (
     correlation_path,
     decorrelation_potential,
@@ -48,19 +47,13 @@ EPS = 0.01
 
 
 def _save(fig: Figure, out_dir, stem: str) -> list[str]:
+    """``stem.png`` and ``stem.pdf`` in ``out_dir``, atomically (:mod:`pdx.fileio`)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext in ("png", "pdf"):
         final = out / f"{stem}.{ext}"
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{stem}.", suffix=f".{ext}")
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=ext, dpi=150 if ext == "png" else None, bbox_inches="tight")
-            os.replace(tmp, final)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write(final, lambda fh: fig.savefig(fh, format=ext, dpi=150 if ext == "png" else None,
+                                                    bbox_inches="tight"))
         paths.append(str(final))
     return paths
 
