@@ -13,14 +13,15 @@ from ._hvp import batched_hvp, dense_hessian, gnvp, hvp
 from ._krylov import (ArnoldiResult, LanczosResult, arnoldi, arnoldi_ritz, lanczos,
                       lanczos_ritz, lobpcg_lowest)
 from ._protocol import ManifoldLike
-from ._spectrum import Spectrum, classify, normal_hvp, normal_spectrum
+from ._spectrum import (Spectrum, SpectrumData, classify, normal_hvp, normal_spectrum,
+                        normal_spectrum_fn)
 from ._update_map import GrowthFactor, UpdateMapJacobian, update_map_jacobian, update_map_radius
 
 __all__ = [
     "hvp", "batched_hvp", "gnvp", "dense_hessian",
     "lanczos", "lanczos_ritz", "LanczosResult", "arnoldi", "arnoldi_ritz", "ArnoldiResult",
     "lobpcg_lowest",
-    "normal_spectrum", "normal_hvp", "Spectrum", "classify",
+    "normal_spectrum", "normal_spectrum_fn", "normal_hvp", "Spectrum", "SpectrumData", "classify",
     "update_map_jacobian", "UpdateMapJacobian", "update_map_radius", "GrowthFactor",
     "escape", "EscapeResult", "fit_growth_rate",
     "slq_density", "SpectralDensity", "hutchinson_trace", "TraceEstimate",
