@@ -201,6 +201,15 @@ def _finish(theta, coeffs, valid, basis_rows, *, flat, unravel, normal, op, hess
                         converged, ok & (d > 0))
 
 
+def _orthonormalise(q, keep):
+    """Symmetric (Loewdin) orthonormalisation of the kept columns of q (others stay zero):
+    ``q (q^T q)^{-1/2}`` with the dropped block of the Gram matrix set to the identity."""
+    gram = q.T @ q + jnp.diag(jnp.where(keep, 0.0, 1.0).astype(q.dtype))
+    w, v = jnp.linalg.eigh(gram)
+    inv = jnp.where(w > 0, 1.0 / jnp.sqrt(jnp.where(w > 0, w, 1.0)), 0.0)
+    return jnp.where(keep[None, :], q @ (v * inv[None, :]) @ v.T, 0.0)
+
+
 def _lanczos_route(params, manifold, args, key, *, loss_fn, k, m, rtol, atol, batch_size):
     flat, unravel, normal, op, hess, d = _flat_ops(loss_fn, manifold, params, args)
     k1, k2 = jax.random.split(key)
@@ -222,11 +231,19 @@ def _dense_route(params, manifold, args, key, *, loss_fn, k, m, rtol, atol, batc
     # matrix whose last singular value is small with fair probability; D + p columns and the top
     # d left singular vectors are robust.
     sketch = jax.vmap(normal)(jax.random.normal(k1, (m + _OVERSAMPLE, flat.shape[0]), flat.dtype))
-    u, sv, _ = jnp.linalg.svd(sketch.T, full_matrices=False)
+    # Top left singular vectors through the small Gram matrix (XLA:CPU's SVD / QR of a tall
+    # n x (D + p) matrix cost seconds; the Gram route is matmuls and a (D + p)^2 eigh). The
+    # sketch restricted to N is a well-conditioned Gaussian matrix (10 columns oversampled),
+    # so squaring its condition number is harmless; two symmetric re-orthonormalisations
+    # bring the kept columns to orthonormal in working precision.
+    g_val, g_vec = jnp.linalg.eigh(sketch @ sketch.T)
+    g_val, g_vec = g_val[::-1][:m], g_vec[:, ::-1][:, :m]
+    sv = jnp.sqrt(jnp.maximum(g_val, 0.0))
     keep = jnp.arange(m) < d
-    q = jnp.where(keep[None, :], jax.vmap(normal)(u[:, :m].T).T, 0.0)
-    q, _ = jnp.linalg.qr(q)  # valid columns first: their span is kept, padding re-masked
-    q = jnp.where(keep[None, :], q, 0.0)
+    q = (g_vec.T @ sketch).T / jnp.where(keep & (sv > 0), sv, 1.0)[None, :]
+    q = jnp.where(keep[None, :], jax.vmap(normal)(q.T).T, 0.0)  # re-project
+    q = _orthonormalise(_orthonormalise(q, keep), keep)
+
     def column(c):  # padded columns skip their HVP (lax.cond; under vmap both branches run)
         qi, on = c
         return jax.lax.cond(on, op, jnp.zeros_like, qi)
@@ -293,7 +310,8 @@ def normal_spectrum_fn(loss_fn: Callable[..., jax.Array], *, k: int = 5, method:
     dense route pads N's basis to a static bucket of D = ``num_iters`` columns and masks the
     columns past ``normal_dim`` (``ok`` is False when normal_dim > D). Parameters, batch,
     masks and bases are traced arguments, never constants folded into the kernel. Ritz
-    vectors are formed on the device; nothing leaves it unless the caller asks.
+    vectors are formed on the device; nothing leaves it unless the caller asks. Matmuls
+    (HVPs included) run at ``highest`` precision: no TF32 / bf16 passes on accelerators.
 
     A manifold that is not a pytree of arrays (a hand-written ManifoldLike object) is a static
     argument compared by identity (no vmap over it).
@@ -326,8 +344,9 @@ def normal_spectrum_fn(loss_fn: Callable[..., jax.Array], *, k: int = 5, method:
 
     def normal_spectrum_kernel(params, man_dyn, args, key, man_static, route, m):
         manifold = resolve_manifold(man_static, man_dyn)
-        return _ROUTES[route](params, manifold, args, key, loss_fn=loss_fn, k=k, m=m,
-                              rtol=rtol, atol=atol, batch_size=batch_size)
+        with jax.default_matmul_precision("highest"):  # no TF32 / bf16 passes on accelerators
+            return _ROUTES[route](params, manifold, args, key, loss_fn=loss_fn, k=k, m=m,
+                                  rtol=rtol, atol=atol, batch_size=batch_size)
 
     kernel = jax.jit(normal_spectrum_kernel, static_argnames=("man_static", "route", "m"))
 
