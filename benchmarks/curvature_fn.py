@@ -171,17 +171,18 @@ def section_resnet(quick: bool, iters: int) -> dict:
            "--resnet-iters", str(iters)] + (["--quick"] if quick else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
     if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+        errs = [line for line in proc.stderr.strip().splitlines() if "Error" in line]
+        return {"error": errs[-1] if errs else f"exit {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _resnet(quick: bool, iters: int, batch: int = 32, k: int = 3) -> dict:
+def _resnet(quick: bool, iters: int, batch: int = 32, k: int = 3, preset: str | None = None) -> dict:
     from jax.flatten_util import ravel_pytree
 
     import plasticity_dynamics as pdx
 
-    preset = "small" if quick else "paper"
-    model = pdx.models.create("resnet18", preset=preset)
+    preset = preset or ("small" if quick else "paper")
+    model = pdx.models.create("resnet18", preset=preset, dropout=0.0)  # deterministic loss
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((batch, 32, 32, 3)), jnp.float32)
     y = jnp.asarray(rng.integers(0, 10, batch))
@@ -270,9 +271,9 @@ def section_seeds(quick: bool) -> dict:
 def section_crossover(quick: bool) -> list:
     import plasticity_dynamics as pdx
 
-    _, params, loss, x, y = _mlp_problem([32, 160, 10], 128, 0)
+    _, params, loss, x, y = _mlp_problem([4, 64, 3], 128, 0)
     rows = []
-    for units in ([1, 4] if quick else [1, 2, 4, 8]):  # normal_dim = units * (32 + 1 + 10)
+    for units in ([1, 4] if quick else [1, 2, 4, 8, 16]):  # normal_dim = units * (4 + 1 + 3)
         man = pdx.manifolds.frozen({"hidden_0": list(range(units))}, params)
         row = {"normal_dim": man.normal_dim}
         for method in ("dense", "lanczos"):

@@ -40,10 +40,11 @@ from ._protocol import (ManifoldLike, PyTree, default_key, float32_eps, manifold
 VERDICTS = ("stable", "unstable", "saddle", "degenerate")
 METHODS = ("auto", "dense", "lanczos", "lobpcg")
 # ``auto`` in normal_spectrum: dense when normal_dim <= this (or when 2k >= normal_dim: every
-# eigenvalue is asked for), else lanczos. Below it the padded dense block costs about as many
-# HVPs as Lanczos and needs no convergence; above it Lanczos wins (benchmarks/curvature.py,
-# "crossover" rows).
-DENSE_MAX_NORMAL_DIM = 32
+# eigenvalue is asked for), else lanczos. Lanczos stops at normal_dim, so it never needs more
+# HVPs than the dense block, and the dense block adds a sketch, Gram eigensolves and padding:
+# measured on XLA:CPU (benchmarks/curvature_fn.py, "crossover"), Lanczos is already faster
+# at normal_dim 16.
+DENSE_MAX_NORMAL_DIM = 8
 DEFAULT_LANCZOS_DEPTH = 60
 _OVERSAMPLE = 10
 
@@ -184,11 +185,23 @@ def _finish(theta, coeffs, valid, basis_rows, *, flat, unravel, normal, op, hess
     y = jax.vmap(normal)(y)
     nrm = jnp.linalg.norm(y, axis=1, keepdims=True)
     y = jnp.where(valid[:, None], y / jnp.where(nrm > 0, nrm, 1.0), 0.0)
-    ay = jax.lax.map(op, y, batch_size=batch_size)
+    u = jax.random.normal(key, flat.shape, flat.dtype)
+    u = u / jnp.linalg.norm(u)
+    # one HVP instance for the 2k residuals (P_N H P_N y) and the ||H||_F probe (H u): fewer
+    # copies of the network's second derivative in the program, less compile time
+    proj = jnp.arange(y.shape[0] + 1) < y.shape[0]
+
+    def apply(c):
+        x, on = c
+        x = jnp.where(on, normal(x), x)
+        out = hess(x)
+        return jnp.where(on, normal(out), out)
+
+    out = jax.lax.map(apply, (jnp.concatenate([y, u[None]]), proj), batch_size=batch_size)
+    ay, hu = out[:-1], out[-1]
     theta = theta.astype(flat.dtype)
     resid = jnp.linalg.norm(ay - theta[:, None] * y, axis=1)
-    u = jax.random.normal(key, flat.shape, flat.dtype)
-    fro = jnp.sqrt(jnp.asarray(flat.shape[0], flat.dtype)) * jnp.linalg.norm(hess(u / jnp.linalg.norm(u)))
+    fro = jnp.sqrt(jnp.asarray(flat.shape[0], flat.dtype)) * jnp.linalg.norm(hu)
     eps = float32_eps()
     big = jnp.max(jnp.where(valid, jnp.abs(theta), 0.0))
     tol = jnp.maximum(rtol * big, 100 * eps * fro if atol is None else atol)
