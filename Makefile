@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test test-all bench bench-quick clean
+.PHONY: demo test test-all bench bench-quick device-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,9 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all --quick
+
+device-check: $(STAMP)
+	$(BIN)/python -m benchmarks.device_check
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

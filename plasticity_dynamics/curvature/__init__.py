@@ -7,22 +7,26 @@ spectral radius, escape experiments, and stochastic trace / spectral-density est
 Manifolds are seen only through :class:`ManifoldLike` (``normal``, ``normal_dim``, ...).
 """
 
-from ._density import SpectralDensity, TraceEstimate, hutchinson_trace, slq_density
-from ._escape import EscapeResult, escape, fit_growth_rate
+from ._density import (Quadrature, SpectralDensity, TraceEstimate, hutchinson_trace,
+                       hutchinson_trace_fn, slq_density, slq_density_fn)
+from ._escape import EscapeResult, escape, escape_run_fn, fit_growth_rate
 from ._hvp import batched_hvp, dense_hessian, gnvp, hvp
 from ._krylov import (ArnoldiResult, LanczosResult, arnoldi, arnoldi_ritz, lanczos,
                       lanczos_ritz, lobpcg_lowest)
 from ._protocol import ManifoldLike
-from ._spectrum import Spectrum, classify, normal_hvp, normal_spectrum
-from ._update_map import GrowthFactor, UpdateMapJacobian, update_map_jacobian, update_map_radius
+from ._spectrum import (Spectrum, SpectrumData, classify, normal_hvp, normal_spectrum,
+                        normal_spectrum_fn)
+from ._update_map import (GrowthData, GrowthFactor, UpdateMapJacobian, update_map_jacobian,
+                          update_map_radius, update_map_radius_fn)
 
 __all__ = [
     "hvp", "batched_hvp", "gnvp", "dense_hessian",
     "lanczos", "lanczos_ritz", "LanczosResult", "arnoldi", "arnoldi_ritz", "ArnoldiResult",
     "lobpcg_lowest",
-    "normal_spectrum", "normal_hvp", "Spectrum", "classify",
-    "update_map_jacobian", "UpdateMapJacobian", "update_map_radius", "GrowthFactor",
-    "escape", "EscapeResult", "fit_growth_rate",
-    "slq_density", "SpectralDensity", "hutchinson_trace", "TraceEstimate",
+    "normal_spectrum", "normal_spectrum_fn", "normal_hvp", "Spectrum", "SpectrumData", "classify",
+    "update_map_jacobian", "UpdateMapJacobian", "update_map_radius", "update_map_radius_fn", "GrowthFactor", "GrowthData",
+    "escape", "escape_run_fn", "EscapeResult", "fit_growth_rate",
+    "slq_density", "slq_density_fn", "SpectralDensity", "Quadrature", "hutchinson_trace",
+    "hutchinson_trace_fn", "TraceEstimate",
     "ManifoldLike",
 ]

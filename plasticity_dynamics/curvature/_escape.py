@@ -9,7 +9,6 @@ rate set by the normal curvature and the optimiser.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -19,8 +18,9 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from ..errors import InputError, check_positive
-from ._protocol import (ManifoldLike, PyTree, _ById, bind, default_key, float32_eps,
-                        manifold_args, np_ravel, resolve_manifold)
+from ._cache import cached
+from ._protocol import (ManifoldLike, PyTree, default_key, float32_eps, manifold_args, np_ravel,
+                        resolve_manifold)
 from ._spectrum import normal_spectrum
 from ._update_map import update_map_radius
 
@@ -42,35 +42,55 @@ class EscapeResult(NamedTuple):
     final_params: Any
 
 
-@partial(jax.jit, static_argnames=("loss", "opt", "manifold", "steps", "kind"))
-def _train(point, direction, key, eps, opt_state, args, man_dyn, *, loss, opt, manifold, steps,
-           kind):
-    """Build the unit direction, perturb, and run ``steps`` optimiser steps in one scan."""
-    loss_p = bind(loss, args)
-    manifold = resolve_manifold(manifold, man_dyn)
-    flat, unravel = ravel_pytree(point)
+def escape_run_fn(loss_fn: Callable[..., jax.Array], optimizer: optax.GradientTransformation, *,
+                  steps: int, kind: str = "normal") -> Callable:
+    """A pure function ``f(point, manifold, *args, direction=None, key=None, eps=1e-4,
+    opt_state=None) -> (final_params, distances (steps+1,), losses (steps+1,), u, |u_raw|)``.
 
-    def normal(x):
-        return ravel_pytree(manifold.normal(unravel(x)))[0]
+    Builds the unit direction (``kind``: ``random``, ``normal`` or ``given`` = the flat
+    ``direction``, projected onto N), perturbs ``point`` by ``eps`` along it and runs ``steps``
+    optimiser steps in one ``lax.scan``, recording the distance to the manifold and the loss.
+    jit- and vmap-able (e.g. over seeds or directions); one compile per shapes and manifold
+    structure. Cost: ``steps`` gradient steps.
+    """
+    check_positive("steps", steps, integer=True)
 
-    u = direction if kind == "given" else jax.random.normal(key, flat.shape, flat.dtype)
-    if kind != "random":
-        u = normal(u)
-    nrm = jnp.linalg.norm(u)
-    u = u / jnp.where(nrm > 0, nrm, 1.0)
-    params = unravel(flat + eps * u)
+    def escape_kernel(point, man_dyn, args, direction, key, eps, opt_state, man_static):
+        manifold = resolve_manifold(man_static, man_dyn)
+        loss_p = lambda p: loss_fn(p, *args)  # noqa: E731
+        flat, unravel = ravel_pytree(point)
 
-    def one(carry, _):
-        p, s = carry
-        val, g = jax.value_and_grad(loss_p)(p)
-        upd, s = opt.obj.update(g, s, p)
-        p = optax.apply_updates(p, upd)
-        return (p, s), (manifold.distance(p), val)
+        def normal(x):
+            return ravel_pytree(manifold.normal(unravel(x)))[0]
 
-    (p, _), (dist, losses) = jax.lax.scan(one, (params, opt_state), None, length=steps)
-    d0 = manifold.distance(params)
-    return (p, jnp.concatenate([d0[None], dist]), jnp.concatenate([losses, loss_p(p)[None]]),
-            u, nrm)
+        u = direction if kind == "given" else jax.random.normal(key, flat.shape, flat.dtype)
+        if kind != "random":
+            u = normal(u)
+        nrm = jnp.linalg.norm(u)
+        u = u / jnp.where(nrm > 0, nrm, 1.0)
+        params = unravel(flat + eps * u)
+
+        def one(carry, _):
+            p, s = carry
+            val, g = jax.value_and_grad(loss_p)(p)
+            upd, s = optimizer.update(g, s, p)
+            p = optax.apply_updates(p, upd)
+            return (p, s), (manifold.distance(p), val)
+
+        (p, _), (dist, losses) = jax.lax.scan(one, (params, opt_state), None, length=steps)
+        d0 = manifold.distance(params)
+        return (p, jnp.concatenate([d0[None], dist]), jnp.concatenate([losses, loss_p(p)[None]]),
+                u, nrm)
+
+    kernel = jax.jit(escape_kernel, static_argnames=("man_static",))
+
+    def f(point, manifold, *args, direction=None, key=None, eps=1e-4, opt_state=None):
+        man_static, man_dyn = manifold_args(manifold)
+        state = optimizer.init(point) if opt_state is None else opt_state
+        return kernel(point, man_dyn, tuple(args), direction, default_key(key), eps, state,
+                      man_static)
+
+    return f
 
 
 def fit_growth_rate(distances, window=None, floor: float = 0.0):
@@ -135,10 +155,10 @@ def escape(loss_fn: Callable[[PyTree], jax.Array], optimizer: optax.GradientTran
         if given.shape != flat.shape:
             raise InputError(f"direction has {given.size} entries, params have {flat.size}")
     state0 = optimizer.init(point) if opt_state is None else opt_state
-    final, dist, losses, u, nrm = _train(
-        point, jnp.asarray(given, flat.dtype) if kind == "given" else None, default_key(key),
-        eps, state0, tuple(args), manifold_args(manifold)[1], loss=_ById(loss_fn),
-        opt=_ById(optimizer), manifold=manifold_args(manifold)[0], steps=steps, kind=kind)
+    run = cached(escape_run_fn, loss_fn, optimizer=optimizer, steps=steps, kind=kind)
+    final, dist, losses, u, nrm = run(
+        point, manifold, *args, direction=jnp.asarray(given, flat.dtype) if kind == "given" else None,
+        key=key, eps=eps, opt_state=state0)
     if not float(nrm) > 0:
         raise InputError("direction has no component in the normal space (norm 0)")
     dist = np.asarray(dist, np.float64)

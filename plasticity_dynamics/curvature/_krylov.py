@@ -74,7 +74,7 @@ def _check_iters(num_iters):
 
 
 def lanczos(matvec: Callable[[jax.Array], jax.Array], v0: jax.Array, num_iters: int,
-            *, breakdown_tol: float | None = None) -> LanczosResult:
+            *, breakdown_tol: float | None = None, max_depth=None) -> LanczosResult:
     """Symmetric Lanczos with full reorthogonalisation, in a ``lax.fori_loop``.
 
     Args:
@@ -85,6 +85,10 @@ def lanczos(matvec: Callable[[jax.Array], jax.Array], v0: jax.Array, num_iters: 
         ``||A v_j||`` seen so far ends the recursion (an invariant subspace was found); the
         remaining rows are zero and ``depth`` says how many steps are valid. Default
         ``100 * eps(dtype)``.
+      max_depth: optional int (may be traced): stop after this many steps, e.g. the rank of
+        the operator (a normal dimension smaller than ``num_iters``), so rounding noise past an
+        exhausted subspace never enters the basis. Steps after a stop skip their matvec
+        (``lax.cond``; under ``vmap`` both branches run).
     Returns:
       :class:`LanczosResult`. Use :func:`lanczos_ritz` for Ritz values.
     Each step: the three-term recurrence, then one classical Gram-Schmidt pass against every
@@ -104,11 +108,12 @@ def lanczos(matvec: Callable[[jax.Array], jax.Array], v0: jax.Array, num_iters: 
     basis = jnp.zeros((m + 1, n), dtype).at[0].set(_unit(v0))
     alphas = jnp.zeros((m,), dtype)
     betas = jnp.zeros((m,), dtype)
+    limit = m if max_depth is None else jnp.asarray(max_depth, jnp.int32)
 
     def body(j, state):
         basis, alphas, betas, depth, scale, done = state
         v = basis[j]
-        w = matvec(v)
+        w = jax.lax.cond(done, jnp.zeros_like, matvec, v)
         scale = jnp.maximum(scale, jnp.linalg.norm(w))
         alpha = jnp.vdot(v, w)
         prev = jnp.where(j > 0, betas[jnp.maximum(j - 1, 0)], 0.0)
@@ -116,11 +121,12 @@ def lanczos(matvec: Callable[[jax.Array], jax.Array], v0: jax.Array, num_iters: 
         w, h = _reorthogonalise(basis, w)
         alpha = alpha + h[j]
         beta = jnp.linalg.norm(w)
-        stop = done | (beta <= tol * scale)
+        broke = done | (beta <= tol * scale)
+        stop = broke | (j + 1 >= limit)
         nxt = jnp.where(stop, jnp.zeros_like(w), w / jnp.where(beta > 0, beta, 1.0))
         basis = basis.at[j + 1].set(nxt)
         alphas = alphas.at[j].set(jnp.where(done, 0.0, alpha))
-        betas = betas.at[j].set(jnp.where(stop, 0.0, beta))
+        betas = betas.at[j].set(jnp.where(broke, 0.0, beta))  # kept at a max_depth stop
         depth = depth + jnp.where(done, 0, 1)
         return basis, alphas, betas, depth, scale, stop
 

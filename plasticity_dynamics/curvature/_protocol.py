@@ -110,11 +110,6 @@ def resolve_manifold(static, dynamic):
     return static.obj if static is not None else dynamic
 
 
-def bind(loss: "_ById", args: tuple) -> Callable:
-    """``loss_fn(params, *args)`` as a function of params only (inside a kernel)."""
-    return lambda p: loss.obj(p, *args)
-
-
 def default_key(key):
     """``None`` -> the fixed key 0 (results are reproducible), otherwise ``key``.
 

@@ -24,7 +24,6 @@ InputError naming this when it meets non-finite values.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -34,9 +33,9 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from ..errors import InputError, check_choice, check_positive
-from ._krylov import arnoldi, arnoldi_ritz
-from ._protocol import (ManifoldLike, PyTree, _ById, bind, default_key, manifold_args,
-                        resolve_manifold)
+from ._cache import cached
+from ._krylov import ArnoldiResult, arnoldi, arnoldi_ritz
+from ._protocol import ManifoldLike, PyTree, default_key, manifold_args, resolve_manifold
 
 
 class UpdateMapJacobian(NamedTuple):
@@ -141,27 +140,60 @@ def update_map_jacobian(loss_fn: Callable[[PyTree], jax.Array],
                              merge(new_fl), normal)
 
 
-@partial(jax.jit, static_argnames=("loss", "opt", "manifold", "num_iters", "method"))
-def _radius_kernel(params, opt_state, args, key, man_dyn, *, loss, opt, manifold, num_iters,
-                   method):
-    jac = update_map_jacobian(bind(loss, args), opt.obj, params, opt_state)
-    manifold = resolve_manifold(manifold, man_dyn)
-    proj = (lambda x: x) if manifold is None else jac.normal(manifold)
-    op = lambda x: proj(jac.matvec(proj(x)))  # noqa: E731
-    v0 = proj(jax.random.normal(key, (jac.dim,), jnp.float32).astype(
-        ravel_pytree(params)[0].dtype))
-    if method == "arnoldi":
-        return arnoldi(op, v0, num_iters)
+class GrowthData(NamedTuple):
+    """Array-only output of an :func:`update_map_radius_fn` function: ``hessenberg (m+1, m)``
+    and ``depth`` (arnoldi; the small Hessenberg block is what leaves the device, its complex
+    eigenvalues are taken on the host) or ``logs (m,)`` of the power-iteration growth
+    (power; ``radius`` is then filled in on the device, NaN for arnoldi)."""
 
-    def body(_, carry):
-        v, logs, i = carry
-        w = op(v)
-        nrm = jnp.linalg.norm(w)
-        return w / jnp.where(nrm > 0, nrm, 1.0), logs.at[i].set(jnp.log(nrm)), i + 1
+    hessenberg: jax.Array
+    depth: jax.Array
+    logs: jax.Array
+    radius: jax.Array
 
-    v0 = v0 / jnp.linalg.norm(v0)
-    _, logs, _ = jax.lax.fori_loop(0, num_iters, body, (v0, jnp.zeros(num_iters, v0.dtype), 0))
-    return logs
+
+def update_map_radius_fn(loss_fn: Callable[..., jax.Array],
+                         optimizer: optax.GradientTransformation, *, num_iters: int = 40,
+                         method: str = "arnoldi") -> Callable:
+    """A pure function ``f(params, opt_state, manifold=None, *args, key=None) -> GrowthData``.
+
+    Krylov (Arnoldi) or power iteration on ``P_N J P_N`` for the update map of ``optimizer``
+    on ``loss_fn(params, *args)`` at ``(params, opt_state)``. jit- and vmap-able; one compile
+    per shapes and manifold structure. Cost: ``num_iters`` JVPs of the step.
+    """
+    check_choice("method", method, ("arnoldi", "power"))
+    check_positive("num_iters", num_iters, integer=True)
+
+    def update_map_kernel(params, opt_state, man_dyn, args, key, man_static):
+        jac = update_map_jacobian(lambda p: loss_fn(p, *args), optimizer, params, opt_state)
+        manifold = resolve_manifold(man_static, man_dyn)
+        proj = (lambda x: x) if manifold is None else jac.normal(manifold)
+        op = lambda x: proj(jac.matvec(proj(x)))  # noqa: E731
+        dtype = ravel_pytree(params)[0].dtype
+        v0 = proj(jax.random.normal(key, (jac.dim,), jnp.float32).astype(dtype))
+        if method == "arnoldi":
+            res = arnoldi(op, v0, num_iters)
+            return GrowthData(res.hessenberg, res.depth, jnp.zeros(num_iters, dtype),
+                              jnp.asarray(jnp.nan, dtype))
+
+        def body(_, carry):
+            v, logs, i = carry
+            w = op(v)
+            nrm = jnp.linalg.norm(w)
+            return w / jnp.where(nrm > 0, nrm, 1.0), logs.at[i].set(jnp.log(nrm)), i + 1
+
+        v0 = v0 / jnp.linalg.norm(v0)
+        _, logs, _ = jax.lax.fori_loop(0, num_iters, body, (v0, jnp.zeros(num_iters, dtype), 0))
+        return GrowthData(jnp.zeros((num_iters + 1, num_iters), dtype), jnp.int32(num_iters),
+                          logs, jnp.exp(jnp.mean(logs[num_iters // 2:])))
+
+    kernel = jax.jit(update_map_kernel, static_argnames=("man_static",))
+
+    def f(params, opt_state, manifold=None, *args, key=None):
+        man_static, man_dyn = manifold_args(manifold)
+        return kernel(params, opt_state, man_dyn, tuple(args), default_key(key), man_static)
+
+    return f
 
 
 def update_map_radius(loss_fn: Callable[[PyTree], jax.Array],
@@ -185,19 +217,21 @@ def update_map_radius(loss_fn: Callable[[PyTree], jax.Array],
     """
     check_choice("method", method, ("arnoldi", "power"))
     check_positive("num_iters", num_iters, integer=True)
-    man, man_dyn = manifold_args(manifold)
-    out = _radius_kernel(params, opt_state, tuple(args), default_key(key), man_dyn,
-                         loss=_ById(loss_fn), opt=_ById(optimizer), manifold=man,
-                         num_iters=num_iters, method=method)
+    fn = cached(update_map_radius_fn, loss_fn, optimizer=optimizer, num_iters=num_iters,
+                method=method)
+    out = fn(params, opt_state, manifold, *args, key=key)
     bad = ("update-map linearisation is not finite (Adam/RMSProp at zero second moment nu: "
            "use eps_root > 0, e.g. optax.adam(lr, eps_root=1e-16))")
     if method == "arnoldi":
-        if not np.all(np.isfinite(np.asarray(out.hessenberg))):
+        hess, depth = jax.device_get((out.hessenberg, out.depth))
+        if not np.all(np.isfinite(hess)):
             raise InputError(bad)
-        vals = arnoldi_ritz(out)
+        vals = arnoldi_ritz(ArnoldiResult(hess, None, depth))
         radius = float(np.abs(vals[0])) if vals.size else 0.0
-        return GrowthFactor(radius, vals, method, int(out.depth), int(out.basis.shape[1]))
-    logs = np.asarray(out, np.float64)
+        dim = sum(int(np.size(x)) for x in jax.tree.leaves(params)) + sum(
+            int(np.size(x)) for x in jax.tree.leaves(opt_state) if _is_float(x))
+        return GrowthFactor(radius, vals, method, int(depth), int(dim))
+    logs = np.asarray(out.logs, np.float64)
     if np.any(np.isnan(logs)) or np.any(logs == np.inf):
         raise InputError(bad)
     radius = float(np.exp(np.mean(logs[num_iters // 2:])))

@@ -13,8 +13,14 @@ For every selected checkpoint and seed, on the fixed metric batch of the checkpo
 
 The loss is the masked training loss in train mode with dropout off (the gradient the optimiser
 sees, without its noise). Writes ``RUN_DIR/manifolds.json`` and ``RUN_DIR/figures/manifolds_*``.
-The curvature kernels are compiled once per manifold shape and reused across checkpoints
-(``normal_spectrum`` caches on the loss function and the manifold structure).
+
+Steps 2-3 run for all seeds of a checkpoint at once: one ``jax.vmap`` over the seed axis of
+``pdx.curvature.normal_spectrum_fn`` (Lanczos, normal_dim traced), the gradient, the leakage and
+the distance. Detection (step 1) stays per seed on the host. The frozen manifolds have one
+pytree structure whatever units are frozen, and the cloned manifolds are built with
+``layout="dense"`` so their structure does not depend on the clusters either: the kernel
+compiles once per manifold kind (frozen, cloned) for the whole run, however the frozen and
+cloned sets change from checkpoint to checkpoint.
 """
 
 from __future__ import annotations
@@ -48,11 +54,55 @@ def select_steps(available: list[int], spec: str) -> list[int]:
     return wanted
 
 
-def analyze(run_dir: str | Path, steps: str = "all", *, k: int = 3, progress: bool = True) -> dict:
+def _stack(trees):
+    """Stack pytrees of one structure along a new leading (seed) axis."""
+    return jax.tree_util.tree_map(lambda *a: jnp.stack([jnp.asarray(x) for x in a]), *trees)
+
+
+def spectra_kernel(loss_fn, *, k: int = 3, num_iters: int | None = None):
+    """``jit(vmap(f))`` over seeds: ``f(params, manifold, rest, x, y, mask)`` -> (SpectrumData,
+    leakage ||P_N g|| / ||g||, distance to the manifold's reference leaf) for the loss
+    ``loss_fn(params, rest, x, y, mask)``; params, rest and manifold carry the seed axis, the
+    batch is shared. One compile per manifold pytree structure (the kernel's name,
+    ``analyze_normal_spectra``, identifies it in jax.monitoring compile events)."""
+    from ..curvature import normal_spectrum_fn
+
+    spec = normal_spectrum_fn(loss_fn, k=k, method="lanczos", num_iters=num_iters)
+
+    def analyze_normal_spectra(params, manifold, rest, x, y, mask):
+        data = spec(params, manifold, rest, x, y, mask)
+        g = jax.grad(loss_fn)(params, rest, x, y, mask)
+        return data, manifold.leakage(g), manifold.distance(params)
+
+    return jax.jit(jax.vmap(analyze_normal_spectra, in_axes=(0, 0, 0, None, None, None)))
+
+
+def _manifold_record(out, i: int, dim: int) -> dict:
+    """The manifolds.json entry of seed ``i`` from the host copy of the batched kernel output."""
+    from ..curvature import classify
+
+    data, leak, dist = out
+    valid = np.asarray(data.valid[i])
+    ev = np.asarray(data.eigenvalues[i], np.float64)[valid]
+    res = np.asarray(data.residuals[i], np.float64)[valid]
+    tol = float(data.tolerance[i])
+    return {"normal_dim": int(dim), "verdict": classify(ev, tol), "method": "lanczos",
+            "eigenvalues": [float(v) for v in ev], "lambda_min": float(ev.min()),
+            "lambda_max": float(ev.max()), "residuals": [float(r) for r in res],
+            "converged": bool(data.converged[i]), "tolerance": tol,
+            "num_hvps": int(data.num_hvps[i]), "leakage": float(leak[i]), "distance": float(dist[i])}
+
+
+def analyze(run_dir: str | Path, steps: str = "all", *, k: int = 3, progress: bool = True,
+            num_iters: int | None = None) -> dict:
     """Detect manifolds and their normal spectra at the checkpoints of ``run_dir``; returns the
-    ``manifolds.json`` payload (also written to disk, atomically)."""
-    from ..curvature import normal_spectrum
-    from ..manifolds import detect
+    ``manifolds.json`` payload (also written to disk, atomically).
+
+    k: extreme eigenpairs per end; num_iters: Lanczos depth (default ``max(60, 6k)``, stopped
+    at each manifold's normal_dim). All seeds of a checkpoint go through one vmapped kernel
+    (see the module docstring); the per-pair wall time is not recorded (the seeds share a
+    call), the payload's ``wall_time_s`` is the total."""
+    from ..manifolds import cloned, detect
     from ..models import create
     from ..training import Config, build, list_checkpoints, load_checkpoint
     from ..training.engine import init_state, progress_bar
@@ -75,7 +125,7 @@ def analyze(run_dir: str | Path, steps: str = "all", *, k: int = 3, progress: bo
         out = plain.apply({**rest, "params": params}, x, train=True)
         return masked_loss(out.logits, y, mask, kind)[0]
 
-    grad_fn = jax.jit(jax.grad(loss_fn))
+    kernel = spectra_kernel(loss_fn, k=k, num_iters=num_iters)
     records = []
     bar = progress_bar(len(chosen) * len(config.seeds), progress, desc="analyze", unit="ckpt·seed")
     t0 = time.perf_counter()
@@ -83,28 +133,28 @@ def analyze(run_dir: str | Path, steps: str = "all", *, k: int = 3, progress: bo
         state, meta = load_checkpoint(run_dir, step, template)
         task = int(meta.get("task", 0))
         x, y, mask = (jnp.asarray(a) for a in c.stream.metric_batch(task))
-        entry = {"step": step, "task": task, "seeds": []}
-        for i, seed in enumerate(config.seeds):
-            variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a[i]), state["variables"])
-            params = variables["params"]
-            rest = {k_: v for k_, v in variables.items() if k_ != "params"}
-            det = detect(model, variables, (x, y))
-            g = grad_fn(params, rest, x, y, mask)
-            seed_entry = {"seed": seed, "detection": det.summary(), "manifolds": {}}
-            for name, man in (("frozen", det.frozen), ("cloned", det.cloned)):
-                if man.normal_dim == 0:
-                    continue
-                spec = normal_spectrum(loss_fn, params, man, k=k, args=(rest, x, y, mask))
-                seed_entry["manifolds"][name] = {
-                    "normal_dim": int(man.normal_dim), "verdict": spec.verdict, "method": spec.method,
-                    "eigenvalues": [float(v) for v in spec.eigenvalues],
-                    "lambda_min": float(np.min(spec.eigenvalues)), "lambda_max": float(np.max(spec.eigenvalues)),
-                    "residuals": [float(r) for r in spec.residuals], "tolerance": float(spec.tolerance),
-                    "num_hvps": int(spec.num_hvps), "wall_time_s": float(spec.wall_time),
-                    "leakage": float(man.leakage(g)), "distance": float(man.distance(params)),
-                }
-            entry["seeds"].append(seed_entry)
+        variables = state["variables"]
+        params = variables["params"]
+        rest = {k_: v for k_, v in variables.items() if k_ != "params"}
+        dets = []
+        for i, _seed in enumerate(config.seeds):
+            one = jax.tree_util.tree_map(lambda a: a[i], variables)
+            dets.append(detect(model, one, (x, y)))
             bar.update(1)
+        entry = {"step": step, "task": task,
+                 "seeds": [{"seed": seed, "detection": det.summary(), "manifolds": {}}
+                           for seed, det in zip(config.seeds, dets)]}
+        for name in ("frozen", "cloned"):
+            mans = [det.frozen if name == "frozen" else
+                    cloned(det.partition, det.cloned.reference, layout="dense") for det in dets]
+            dims = [man.normal_dim for man in mans]
+            if not any(dims):
+                continue
+            out = jax.device_get(kernel(params, _stack(mans), rest, x, y, mask))
+            for i, seed_entry in enumerate(entry["seeds"]):
+                if dims[i] == 0:
+                    continue
+                seed_entry["manifolds"][name] = _manifold_record(out, i, dims[i])
         records.append(entry)
     bar.close()
     payload = {"run_dir": str(run_dir), "k": k, "wall_time_s": round(time.perf_counter() - t0, 2),

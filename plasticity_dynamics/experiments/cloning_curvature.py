@@ -69,9 +69,9 @@ def run_cloning_curvature(scale: str, out_dir: Path, data_dir=None, progress=Tru
     wide_model, wide, partition = expand(model, variables, 2)
     manifold = cloned(partition, wide["params"])
 
-    def loss_fn(params, rest):
-        out = wide_model.apply({**rest, "params": params}, mx, train=True)
-        return masked_loss(out.logits, my, mask, "xent")[0]
+    def loss_fn(params, rest, x, y):  # the batch is an argument: traced, not a folded constant
+        out = wide_model.apply({**rest, "params": params}, x, train=True)
+        return masked_loss(out.logits, y, mask, "xent")[0]
 
     seg = max(1, s["clone_steps"] // cv["records"])
     step_fn = jax.jit(lambda v, start: run(wide_model, v, start, seg))
@@ -79,14 +79,14 @@ def run_cloning_curvature(scale: str, out_dir: Path, data_dir=None, progress=Tru
     point = wide
     for r in range(cv["records"] + 1):
         rest = {k: v for k, v in point.items() if k != "params"}
-        spec = normal_spectrum(loss_fn, point["params"], manifold, k=cv["k"], args=(rest,))
+        spec = normal_spectrum(loss_fn, point["params"], manifold, k=cv["k"], args=(rest, mx, my))
         rows.append({"step": s["base_steps"] + r * seg, "lambda_min": float(spec.eigenvalues.min()),
                      "lambda_max": float(spec.eigenvalues.max()), "verdict": spec.verdict,
                      "method": spec.method, "num_hvps": int(spec.num_hvps),
                      "distance": float(manifold.relative_distance(point["params"]))})
         if r % cv["escape_at"] == 0:
             res = escape(loss_fn, opt, point["params"], manifold, direction="eigenvector", eps=1e-4,
-                         steps=cv["escape_steps"], args=(rest,), fit_window=(0, cv["fit_steps"]))
+                         steps=cv["escape_steps"], args=(rest, mx, my), fit_window=(0, cv["fit_steps"]))
             escapes.append({"step": rows[-1]["step"], "fitted_rate": float(res.fitted_rate),
                             "predicted_rate": float(res.predicted_rate) if res.predicted_rate is not None else None,
                             "sgd_prediction": float(1 - lr * rows[-1]["lambda_min"]),

@@ -22,8 +22,10 @@ M_RE cap M_CE, so ``cloned.distance(params)`` measures how far the checkpoint is
 cloning), plus the evidence: per frozen unit the fraction of samples frozen and dead, per
 group the within-block parameter spread, the clone R^2 of each monitored layer, and the row /
 column equitability residuals. ``Detection.summary()`` is JSON-serialisable.
-Cost: one forward pass, O(samples * units^2) similarities per layer, O(units * features)
-random projections plus O(units^2 * 64) comparisons for weight symmetry.
+Cost: one forward pass, O(samples * units^2) similarities per layer, O(units^2 * features)
+comparisons for weight symmetry. Similarities, connected components, weight-symmetry clusters
+and clone R^2 are those of ``pdx.metrics`` (one implementation each); this module adds the
+partition, which gives every family's per-unit parameter slices.
 """
 
 from __future__ import annotations
@@ -87,32 +89,17 @@ def _jsonable(x):
     return x
 
 
-def _components(adj: np.ndarray) -> np.ndarray:
-    """Connected-component labels (smallest member index) of a boolean adjacency matrix."""
-    n = adj.shape[0]
-    parent = np.arange(n)
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in zip(*np.nonzero(np.triu(adj | adj.T, 1))):
-        a, b = find(i), find(j)
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-    return np.array([find(i) for i in range(n)])
-
-
 def _activation_links(h: np.ndarray, similarity: str, threshold: float) -> np.ndarray:
-    """(units, units) links: similarity > threshold and norm ratio > threshold."""
+    """(units, units) links: similarity > threshold and norm ratio > threshold (similarity:
+    ``pdx.metrics.cosine_similarity``, centred for Pearson)."""
+    from ..metrics import cosine_similarity
+
+    centred = similarity == "pearson"
+    sim = np.asarray(cosine_similarity(h, centred=centred), np.float64)
     h = h.astype(np.float64)
-    if similarity == "pearson":
+    if centred:
         h = h - h.mean(axis=0, keepdims=True)
     norm = np.sqrt((h * h).sum(axis=0))
-    safe = np.where(norm > 0, norm, 1.0)
-    sim = (h / safe).T @ (h / safe)
     ratio = np.minimum.outer(norm, norm) / np.maximum(np.maximum.outer(norm, norm), 1e-300)
     return (sim > threshold) & (ratio > threshold) & (norm[:, None] > 0) & (norm[None, :] > 0)
 
@@ -133,16 +120,18 @@ def _unit_rows(partition, group, variables):
     return rows
 
 
-def _weight_links(partition, group, variables, rtol, seed=0) -> np.ndarray:
+def _weight_links(partition, group, variables, rtol) -> np.ndarray:
+    """(units, units) weight-symmetry links of a group, any family: the partition gives every
+    parameter slice of each unit (each leaf scaled to max |.| = 1, so the tolerance is relative
+    to each leaf), ``pdx.metrics.weight_symmetry_clusters`` compares them (one algorithm)."""
+    from ..metrics import weight_symmetry_clusters
+
     rows = _unit_rows(partition, group, variables)
-    u = partition.units(group)
-    adj = np.ones((u, u), bool)
-    rng = np.random.default_rng(seed)
-    for f in rows:  # random projections of each leaf's slices (exact clones project equally)
-        p = f @ rng.standard_normal((f.shape[1], 16)) / np.sqrt(f.shape[1])
-        tol = rtol * max(np.abs(p).max(), 1e-300)
-        adj &= np.abs(p[:, None, :] - p[None, :, :]).max(axis=2) <= tol
-    return adj
+    if not rows:
+        return np.ones((partition.units(group),) * 2, bool)
+    feats = np.concatenate(rows, axis=1).astype(np.float32)
+    labels = np.asarray(weight_symmetry_clusters(feats, rtol=rtol).labels)
+    return labels[:, None] == labels[None, :]
 
 
 def _group_spread(partition, group, params) -> float:
@@ -181,20 +170,6 @@ def _forward(model, train: bool):
     return jax.jit(fn)
 
 
-def _clone_r2(h, ids) -> float:
-    try:
-        from ..metrics import clone_r2
-    except ImportError:  # pragma: no cover - metrics are part of the package
-        clone_r2 = None
-    if clone_r2 is not None:
-        return float(clone_r2(h, ids))
-    k = int(ids.max()) + 1  # pragma: no cover
-    means = np.stack([h[:, ids == b].mean(axis=1) for b in range(k)], axis=1)  # pragma: no cover
-    res = ((h - means[:, ids]) ** 2).sum()  # pragma: no cover
-    tot = ((h - h.mean(axis=1, keepdims=True)) ** 2).sum()  # pragma: no cover
-    return float(1 - res / tot) if tot > 0 else 1.0  # pragma: no cover
-
-
 def detect(model, variables, batch, *, eps: float = 1e-6, frac: float = 1.0,
            dead_eps: float = 0.0, clones: str = "activations", similarity: str = "cosine",
            threshold: float = 0.9999, weight_rtol: float = 1e-5, train: bool = True) -> Detection:
@@ -228,6 +203,8 @@ def detect(model, variables, batch, *, eps: float = 1e-6, frac: float = 1.0,
         run = create(model.name, **{**model.options, **no_drop})
     else:
         run = model
+    from ..metrics import clone_r2, connected_components
+
     acts, pre, dpre = _forward(run, bool(train))(variables, x)
     part = unit_partition(model, variables)
     params = variables["params"]
@@ -267,7 +244,7 @@ def detect(model, variables, batch, *, eps: float = 1e-6, frac: float = 1.0,
         for layer in layers:  # frozen units are constant, not clones
             if layer in frozen_units:
                 adj[frozen_units[layer], :] = adj[:, frozen_units[layer]] = False
-        labels = _components(adj)
+        labels = np.asarray(connected_components(adj))
         blocks[g] = labels
         if np.unique(labels).size < labels.size:
             ev_clones[g] = {"evidence": "+".join(n for n, on in (("activations", use_act),
@@ -277,7 +254,7 @@ def detect(model, variables, batch, *, eps: float = 1e-6, frac: float = 1.0,
         ids = partition.groups[g]
         ev["clusters"] = [b.tolist() for b in partition.blocks(g) if b.size > 1]
         ev["spread"] = _group_spread(partition, g, params)
-        ev["r2"] = {layer: _clone_r2(flat[layer], ids) for layer in monitored.get(g, [])}
+        ev["r2"] = {layer: float(clone_r2(flat[layer], ids)) for layer in monitored.get(g, [])}
     # Eager on purpose: the partition changes from call to call, and a fresh jit here cost a
     # compile (80-90 % of a call) every time; the projection is a few segment sums per leaf.
     reference, res = equitable_projection(partition, params), equitable_residuals(partition, params)

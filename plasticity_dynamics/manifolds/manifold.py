@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import InputError
-from .blocks import block_mean, partition_axis
+from ..errors import InputError, check_choice
+from .blocks import AxisMeta, AxisOp, block_mean, partition_axis
 from .layouts import unit_partition
 from .partition import Partition, collection_paths
 
@@ -65,23 +65,24 @@ def tree_norm(tree):
                         for x in leaves))
 
 
-class _Meta:
-    """normal_dim and info of a Manifold inside its pytree structure. They describe the manifold
-    but do not change any computation (masks and block operators are the leaves), so they are
-    left out of equality and hashing: a manifold with other frozen units of the same layers has
-    the same tree structure and reuses compiled kernels (``analyze`` along a trajectory). Inside
-    a traced function they are those of the first manifold traced; use them outside jit."""
+class _Info:
+    """The JSON ``info`` of a Manifold inside its pytree structure. It describes the manifold but
+    changes no computation, so it is left out of equality and hashing: a manifold with other
+    frozen units (or, with ``layout="dense"``, other clone clusters) of the same network has the
+    same tree structure and reuses compiled kernels. Inside a traced function ``info`` is that
+    of the first manifold traced: read it outside jit. (``normal_dim`` is a leaf, not
+    metadata, so it is always the true value; see :attr:`Manifold.normal_dim`.)"""
 
-    __slots__ = ("normal_dim", "info")
+    __slots__ = ("info",)
 
-    def __init__(self, normal_dim, info):
-        self.normal_dim, self.info = normal_dim, info
+    def __init__(self, info):
+        self.info = info
 
     def __hash__(self):
         return 0
 
     def __eq__(self, other):
-        return isinstance(other, _Meta)
+        return isinstance(other, _Info)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -94,7 +95,7 @@ class Manifold:
         self.kind = kind
         self._treedef = treedef
         self._axes = axes  # per leaf: tuple of AxisMeta (static)
-        self.normal_dim = normal_dim
+        self._normal_dim = normal_dim
         self._info = info if isinstance(info, _Static) else _Static(info)
         self._reference = reference
         self._ops = ops  # per leaf: tuple of AxisOp (arrays)
@@ -102,16 +103,28 @@ class Manifold:
 
     # --- pytree protocol
     def tree_flatten(self):
-        children = (self._reference, self._ops, self._masks)
-        aux = (self.kind, self._treedef, self._axes, _Meta(self.normal_dim, self._info))
+        children = (self._normal_dim, self._reference, self._ops, self._masks)
+        aux = (self.kind, self._treedef, self._axes, _Info(self._info))
         return children, aux
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        kind, treedef, axes, meta = aux
-        return cls(kind, treedef, axes, meta.normal_dim, meta.info, *children)
+        kind, treedef, axes, info = aux
+        normal_dim, *rest = children
+        return cls(kind, treedef, axes, normal_dim, info.info, *rest)
 
     # --- metadata
+    @property
+    def normal_dim(self):
+        """Dimension of the normal space (rank of ``normal``). A Python int outside jit; inside
+        a traced function (jit, vmap) the traced int32 value of *this* manifold (it is a pytree
+        leaf, so a kernel compiled for one manifold never sees another one's count); for a
+        manifold stacked over seeds (leading axis), the ``(seeds,)`` array."""
+        d = self._normal_dim
+        if isinstance(d, jax.core.Tracer) or np.ndim(d) > 0:
+            return d
+        return int(d)
+
     @property
     def info(self) -> dict:
         """JSON-serialisable description (kind, groups or frozen units with their case)."""
@@ -229,7 +242,7 @@ class Manifold:
     def at(self, params) -> "Manifold":
         """The parallel manifold (same tangent space) through ``params``."""
         leaves = self._leaves(params, "params")
-        return Manifold(self.kind, self._treedef, self._axes, self.normal_dim, self._info,
+        return Manifold(self.kind, self._treedef, self._axes, self._normal_dim, self._info,
                         [jnp.asarray(x) for x in leaves], self._ops, self._masks)
 
 
@@ -247,7 +260,10 @@ def _jitted(name):
 # ------------------------------------------------------------------------------------------
 
 
-def cloned(partition: Partition, reference_params) -> Manifold:
+LAYOUTS = ("auto", "dense")
+
+
+def cloned(partition: Partition, reference_params, *, layout: str = "auto") -> Manifold:
     """The cloning manifold M_D(w) = w + M_BC of ``partition`` through ``reference_params``.
 
     reference_params: a params tree of the partitioned network, or its variables dict (then
@@ -255,8 +271,15 @@ def cloned(partition: Partition, reference_params) -> Manifold:
     The reference is any point; the manifold is an LoP manifold (gradients tangent) when the
     reference lies in M_RE and M_CE (see :func:`in_row_equitable`). Groups whose blocks are all
     singletons add no constraint. normal_dim = size - number of inter-block cells.
-    Raises InputError when a leaf is not described by the partition.
+    layout: ``auto`` picks the cheapest block averaging per axis and skips all-singleton groups
+    (the pytree structure depends on the clusters); ``dense`` uses the (units, units) averaging
+    matrix on every unit axis of every group, singleton groups included (identity), so every
+    partition of one network gives the same pytree structure: one compiled kernel for all of
+    them (``analyze`` along a trajectory whose clone clusters change). Costs O(size * units)
+    per projection instead of O(size).
+    Raises InputError when a leaf is not described by the partition or for a bad layout.
     """
+    check_choice("layout", layout, LAYOUTS)
     if not isinstance(partition, Partition):
         raise InputError(f"partition={type(partition).__name__} must be a Partition "
                          "(see unit_partition / expand)")
@@ -267,9 +290,12 @@ def cloned(partition: Partition, reference_params) -> Manifold:
         shape = np.shape(leaf)
         la, lo, cells = [], [], int(np.prod(shape))
         for spec in partition.specs(path):
-            if partition.is_trivial(spec.group):
+            if layout == "dense":
+                meta, op = _dense_axis(partition, spec, shape[spec.axis])
+            elif partition.is_trivial(spec.group):
                 continue
-            meta, op = partition_axis(partition, spec, shape[spec.axis])
+            else:
+                meta, op = partition_axis(partition, spec, shape[spec.axis])
             la.append(meta)
             lo.append(op)
             cells = cells // shape[spec.axis] * meta.outer * partition.num_blocks(spec.group)
@@ -280,7 +306,17 @@ def cloned(partition: Partition, reference_params) -> Manifold:
     info = {"kind": "cloned", "family": partition.family,
             "groups": {g: {"units": partition.units(g), "blocks": partition.num_blocks(g)}
                        for g in partition.groups if not partition.is_trivial(g)}}
-    return Manifold("cloned", treedef, tuple(axes), normal_dim, info, ref, ops, [None] * len(ref))
+    return Manifold("cloned", treedef, tuple(axes), np.int32(normal_dim), info, ref, ops,
+                    [None] * len(ref))
+
+
+def _dense_axis(partition, spec, size: int) -> tuple:
+    """(AxisMeta, AxisOp) with the (units, units) averaging matrix, whatever the blocks."""
+    partition.axis_ids(spec, size)  # validates the length
+    ids = np.asarray(partition.groups[spec.group], np.int64)
+    same = (ids[:, None] == ids[None, :]).astype(np.float32)
+    return (AxisMeta(spec.axis, size // ids.size, ids.size, "dense", 0),
+            AxisOp(matrix=jnp.asarray(same / same.sum(axis=1, keepdims=True))))
 
 
 def _unit_indices(name, sel, units) -> np.ndarray:
@@ -343,7 +379,7 @@ def frozen(units: Mapping, params, partition: Partition | None = None, *,
     treedef = jax.tree_util.tree_structure(params)
     normal_dim = int(sum(m.sum() for m in masks))
     info = {"kind": "frozen", "family": partition.family, "units": record}
-    return Manifold("frozen", treedef, tuple(() for _ in paths), normal_dim, info,
+    return Manifold("frozen", treedef, tuple(() for _ in paths), np.int32(normal_dim), info,
                     [jnp.asarray(leaf) for _, leaf in paths], [()] * len(paths),
                     [jnp.asarray(m) for m in masks])
 

@@ -67,7 +67,7 @@ def test_dense_route_matches_numpy_eigh_of_projected_hessian(twin):
     assert spec.method == "dense" and spec.normal_dim == man.normal_dim == oracle.size
     assert np.max(np.abs(spec.eigenvalues - want)) <= 1e-4 * scale
     assert np.max(spec.residuals) <= 1e-4 * scale
-    assert spec.num_hvps == man.normal_dim + 1
+    assert spec.num_hvps == man.normal_dim + 1 + 2 * 4  # block, atol, explicit residuals
     # eigenvectors are unit, normal, and eigenvectors of the oracle's block
     vec = rows64(spec.eigenvectors)
     assert vec.shape == (8, flat64(params).size)
@@ -127,18 +127,24 @@ def test_lanczos_error_decreases_with_depth(twin):
 
 
 def test_auto_method_and_no_retrace_on_new_params(twin):
-    params, man, loss, _ = twin
+    params, man, loss, oracle = twin
+    scale = np.abs(oracle).max()
     s1 = curv.normal_spectrum(loss, params, man, k=2)
-    assert s1.method == "dense"  # normal_dim 312 <= 1500
+    assert s1.method == "lanczos"  # normal_dim 312 > DENSE_MAX_NORMAL_DIM: Lanczos is cheaper
+    assert np.allclose(s1.eigenvalues, oracle[[0, 1, -2, -1]], atol=1e-4 * scale)
+    assert s1.num_hvps < 100  # 60 Lanczos steps + 4 residuals + 1, not 312 dense columns
     n1 = len(TRACES)
     # a new point of the same manifold, same loss and manifold objects: compiled kernel reused
     params2 = man.project(jax.tree.map(lambda a: a * 1.1, params))
     s2 = curv.normal_spectrum(loss, params2, man, k=2)
     assert len(TRACES) == n1, "second call with the same loss and manifold objects retraced"
     assert not np.allclose(s1.eigenvalues, s2.eigenvalues)
-    big = curv.normal_spectrum(loss, params, man, k=2, dense_max=3, num_iters=man.normal_dim)
-    assert big.method == "lanczos"
-    assert np.allclose(big.eigenvalues, s1.eigenvalues, atol=1e-4 * np.abs(s1.eigenvalues).max())
+    # by cost: the dense block for a tiny normal space, or when every eigenvalue is asked for
+    a, p, m = _quadratic([1.0, 2.0, 3.0], [1.0] * 4)
+    assert curv.normal_spectrum(quad_loss, p, m, k=1, args=(a,)).method == "dense"
+    a, p, m = _quadratic(list(np.linspace(1, 2, 40)), [1.0] * 4)
+    assert curv.normal_spectrum(quad_loss, p, m, k=20, args=(a,)).method == "dense"
+    assert curv.normal_spectrum(quad_loss, p, m, k=2, args=(a,)).method == "lanczos"
 
 
 def quad_loss(p, a):
