@@ -44,6 +44,7 @@ BENCHMARKS = {
     "training": "Training throughput: vmapped seeds and sharded devices (`benchmarks/training.py`)",
     "metrics": "Unit-metrics throughput against NumPy (`benchmarks/metrics.py`)",
     "curvature": "Curvature: HVP cost, dense vs Krylov normal spectrum (`benchmarks/curvature.py`)",
+    "curvature_fn": "Curvature constructors: compile once, vmapped seeds, analyze (`benchmarks/curvature_fn.py`)",
 }
 HEADER = """# Benchmarks
 

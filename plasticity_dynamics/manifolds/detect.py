@@ -37,6 +37,7 @@ import jax
 import numpy as np
 
 from ..errors import InputError, check_choice, check_range
+from ..fileio import jsonable
 from .equitable import equitable_projection, equitable_residuals
 from .manifold import Manifold, cloned, frozen
 from .layouts import unit_partition
@@ -70,23 +71,7 @@ class Detection:
     def summary(self) -> dict:
         """JSON-serialisable summary: frozen units with case and fractions, clone clusters
         with R^2 and parameter spread, normal dimensions, residuals, settings."""
-        return _jsonable(self.evidence)
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.ndarray, jax.Array)):
-        return _jsonable(np.asarray(x).tolist())
-    if isinstance(x, (np.floating, float)):
-        return float(x)
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.bool_,)):
-        return bool(x)
-    return x
+        return jsonable(self.evidence)
 
 
 def _activation_links(h: np.ndarray, similarity: str, threshold: float) -> np.ndarray:
@@ -272,7 +257,7 @@ def detect(model, variables, batch, *, eps: float = 1e-6, frac: float = 1.0,
                      "similarity": similarity, "threshold": threshold,
                      "weight_rtol": weight_rtol, "samples": int(np.shape(x)[0])},
     }
-    return Detection(partition, fro, clo, frozen_units, dead_units, _jsonable(evidence))
+    return Detection(partition, fro, clo, frozen_units, dead_units, jsonable(evidence))
 
 
 __all__ = ["Detection", "detect", "EVIDENCE", "SIMILARITIES"]
