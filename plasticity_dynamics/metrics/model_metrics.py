@@ -33,10 +33,20 @@ import numpy as np
 from ..errors import InputError, check_choice
 from .clone_r2 import _check_partition, clone_r2, clone_r2_std_ratio
 from .layout import LAYER_KINDS, flatten_units
-from .names import MetricOptions, metric_name
-from .ranks import singular_values, spectrum_ranks, stable_rank
+from .names import MetricOptions, metric_name, partition_map
+from .ranks import (
+    _subsample,
+    apply_cutoff,
+    centre_columns,
+    gram,
+    participation_of_gram,
+    rows_used,
+    scale_by_max,
+    spectrum,
+    spectrum_ranks,
+)
 from .signals import accuracy, masked_accuracy, param_abs_mean, param_distance, param_norms
-from .similarity import clusters_from_adjacency, cosine_similarity
+from .similarity import clusters_above, cosine_from_gram, upper_any_above
 from .units import (
     dead_units,
     dormant_units,
@@ -73,12 +83,22 @@ def _fraction(mask):
     return jnp.mean(mask.astype(jnp.float32))
 
 
-def _layer_metrics(h, g, z, hp, activation, o: MetricOptions, partition) -> dict:
+def _layer_metrics(h, g, z, ha, hp, activation, o: MetricOptions, partition) -> dict:
+    """Every metric of one layer. ``h`` (N, D) activations (positions as samples, or pooled per
+    example with ``pool=True``); ``ha`` every example x position (Dohare's low-activity rule;
+    None: ``h``); ``hp`` the per-image pooled activations of a conv/token layer (None for dense). Two Gram matrices serve
+    everything: G = h^T h (cosine duplicates, clusters, singular values) and the Gram matrix of
+    the column-centred h (Pearson duplicates, stable rank); with row sampling the ranks get their
+    own Gram matrices of the sampled rows."""
     out = {
         metric_name("dead_frac", o.dead_eps, o.dead_frac): _fraction(dead_units(h, o.dead_eps, o.dead_frac)),
         "never_active_frac": _fraction(never_active_units(h)),
-        metric_name("low_activity_frac", o.low_activity_frac): _fraction(low_activity_units(hp, o.low_activity_frac)),
     }
+    out[metric_name("low_activity_frac", o.low_activity_frac)] = _fraction(
+        low_activity_units(h if ha is None else ha, o.low_activity_frac))
+    if hp is not None:
+        out[metric_name("low_activity_frac_per_image", o.low_activity_frac)] = _fraction(
+            low_activity_units(hp, o.low_activity_frac))
     for t in o.dormant_taus:
         out[metric_name("dormant_frac", t)] = _fraction(dormant_units(h, t))
     if g is not None:
@@ -89,25 +109,39 @@ def _layer_metrics(h, g, z, hp, activation, o: MetricOptions, partition) -> dict
             out[metric_name("frozen_frac", o.frozen_eps, o.frozen_frac)] = _fraction(
                 frozen_units(z, activation, o.frozen_eps, o.frozen_frac)
             )
-    d = h.shape[1]
-    upper = jnp.arange(d)[:, None] < jnp.arange(d)[None, :]
-    cos = cosine_similarity(h)
-    pear = cosine_similarity(h, centred=True)
+    n, d = h.shape
+    hs, _ = scale_by_max(h)
+    hc, _ = scale_by_max(centre_columns(h))
+    g_unc = gram(hs)  # (D, D), shared by cosine similarities and (n >= d, all rows) the spectrum
+    g_cen = gram(hc)
+    cos = cosine_from_gram(g_unc)
+    pear = cosine_from_gram(g_cen)
     for t in o.duplicate_thresholds:
-        out[metric_name("duplicate_frac", t)] = _fraction(jnp.any((cos > t) & upper, axis=1))
-        out[metric_name("duplicate_frac_pearson", t)] = _fraction(jnp.any((pear > t) & upper, axis=1))
+        out[metric_name("duplicate_frac", t)] = _fraction(upper_any_above(cos, t))
+        out[metric_name("duplicate_frac_pearson", t)] = _fraction(upper_any_above(pear, t))
     c = o.cluster_threshold
-    cl = clusters_from_adjacency((cos > c) & ~jnp.eye(d, dtype=bool))  # = clone_clusters(h, c)
+    cl = clusters_above(cos, c)  # = clone_clusters(h, c)
     out[metric_name("clone_cluster_frac", c)] = _fraction(cl.in_cluster)
     out[metric_name("clone_clusters", c)] = cl.num_clusters.astype(jnp.float32)
     out[metric_name("largest_clone_cluster", c)] = cl.largest.astype(jnp.float32)
-    ranks = spectrum_ranks(singular_values(h, max_rows=o.max_rows, seed=o.rank_seed), o.rank_frac)
-    out["effective_rank"] = ranks["effective_rank"]
-    out["renyi2_rank"] = ranks["renyi2_rank"]
-    out["stable_rank"] = stable_rank(h, max_rows=o.max_rows, seed=o.rank_seed)
-    out[metric_name("srank", o.rank_frac)] = ranks["srank"]
-    out[metric_name("approx_rank", o.rank_frac)] = ranks["approximate_rank"]
-    out["hard_rank"] = ranks["hard_rank"]
+    rows = rows_used(n, o.max_rows)
+    if rows == n:  # every row: reuse both Gram matrices
+        sig, floor = spectrum(hs, g_unc)
+        stable = participation_of_gram(g_cen)
+        shape, tag = hs.shape, None
+    else:
+        sub, _ = scale_by_max(_subsample(h, o.max_rows, o.rank_seed))
+        sig, floor = spectrum(sub)
+        stable = participation_of_gram(gram(scale_by_max(centre_columns(_subsample(h, o.max_rows, o.rank_seed)))[0]))
+        shape, tag = sub.shape, rows
+    ranks = spectrum_ranks(apply_cutoff(sig, floor, shape, "resolution"), o.rank_frac,
+                           hard=apply_cutoff(sig, floor, shape, "matrix_rank"))
+    out[metric_name("effective_rank", rows=tag)] = ranks["effective_rank"]
+    out[metric_name("renyi2_rank", rows=tag)] = ranks["renyi2_rank"]
+    out[metric_name("stable_rank", rows=tag)] = stable
+    out[metric_name("srank", o.rank_frac, rows=tag)] = ranks["srank"]
+    out[metric_name("approx_rank", o.rank_frac, rows=tag)] = ranks["approximate_rank"]
+    out[metric_name("hard_rank", rows=tag)] = ranks["hard_rank"]
     if partition is not None:
         out["clone_r2_fwd"] = clone_r2(h, partition)
         out["clone_r2_std_fwd"] = clone_r2_std_ratio(h, partition)
@@ -129,7 +163,7 @@ def metrics_from_arrays(activations, grads=None, preactivations=None, layer_kind
     o = options or MetricOptions()
     grads = grads or {}
     preactivations = preactivations or {}
-    partitions = dict(o.partitions or {})
+    partitions = dict(o.partitions or {})  # a Partition is already a {layer: ids} map (MetricOptions)
     for layer in partitions:
         if layer not in activations:
             raise InputError(f"partitions has layer {layer!r}; monitored layers are: {', '.join(sorted(activations))}")
@@ -138,22 +172,23 @@ def metrics_from_arrays(activations, grads=None, preactivations=None, layer_kind
         a = activations[layer]
         kind = _kind_of(layer, a, layer_kinds)
         h = flatten_units(a, kind, pool=o.pool)
-        hp = flatten_units(a, kind, pool=True)
+        hp = None if kind == "dense" else flatten_units(a, kind, pool=True)
+        ha = flatten_units(a, kind, pool=False) if (o.pool and kind != "dense") else None
         g = None if grads.get(layer) is None else flatten_units(grads[layer], kind, pool=o.pool)
         z = None if preactivations.get(layer) is None else flatten_units(preactivations[layer], kind, pool=o.pool)
         part = partitions.get(layer)
         part = None if part is None else _check_partition(part, h.shape[1])
-        args = (h, g, z, hp, part)
+        args = (h, g, z, ha, hp, part)
         signature = tuple(None if x is None else (x.shape, x.dtype) for x in args)
         groups.setdefault(signature, []).append((layer, args))
     result: dict = {}
     for members in groups.values():
         if len(members) == 1:
-            layer, (h, g, z, hp, part) = members[0]
-            per_layer = {layer: _layer_metrics(h, g, z, hp, activation, o, part)}
+            layer, (h, g, z, ha, hp, part) = members[0]
+            per_layer = {layer: _layer_metrics(h, g, z, ha, hp, activation, o, part)}
         else:  # layers of one shape: compile the metrics once, loop over the stack
             stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[args for _, args in members])
-            out = jax.lax.map(lambda t: _layer_metrics(*t[:4], activation, o, t[4]), stacked)
+            out = jax.lax.map(lambda t: _layer_metrics(*t[:5], activation, o, t[5]), stacked)
             per_layer = {layer: {k: v[i] for k, v in out.items()} for i, (layer, _) in enumerate(members)}
         for layer, values in per_layer.items():
             for name, value in values.items():
@@ -245,6 +280,7 @@ def _cache_key(model, loss, train, activation, thresholds):
     for k in sorted(thresholds):
         v = thresholds[k]
         if k == "partitions" and v is not None:
+            v = partition_map(v)
             v = tuple((layer, np.asarray(p).tobytes(), np.asarray(p).shape) for layer, p in sorted(v.items()))
         elif isinstance(v, list):
             v = tuple(v)

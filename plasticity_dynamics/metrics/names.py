@@ -15,11 +15,30 @@ from typing import Mapping, NamedTuple
 from ..errors import InputError, check_positive, check_range
 
 
-def metric_name(base: str, *thresholds) -> str:
-    """``base`` or ``base@t1,t2`` with each threshold formatted with ``g``."""
-    if not thresholds:
-        return base
-    return base + "@" + ",".join(format(float(t), "g") for t in thresholds)
+def metric_name(base: str, *thresholds, rows: int | None = None) -> str:
+    """``base`` or ``base@t1,t2`` with each threshold formatted with ``g``; ``rows=K`` (a rank
+    computed on K sampled rows) appends ``rows=K``: ``srank@0.99,rows=1024``."""
+    parts = [format(float(t), "g") for t in thresholds]
+    if rows is not None:
+        parts.append(f"rows={int(rows)}")
+    return base + "@" + ",".join(parts) if parts else base
+
+
+DOHARE = "shibhansh/loss-of-plasticity"
+DOHARE_MISC = f"{DOHARE}@bdfe0dd lop/utils/miscellaneous.py"
+DOHARE_CIFAR = f"{DOHARE}@b1f6bed lop/incremental_cifar/post_run_analysis.py"
+
+
+def partition_map(partitions):
+    """{layer: block ids} from a dict, or from a ``pdx.manifolds`` Partition (duck-typed: its
+    ``layers`` and ``groups``): every monitored layer gets its group's block ids."""
+    if partitions is None or isinstance(partitions, Mapping):
+        return partitions
+    layers, groups = getattr(partitions, "layers", None), getattr(partitions, "groups", None)
+    if not isinstance(layers, Mapping) or not isinstance(groups, Mapping):
+        raise InputError(f"partitions={type(partitions).__name__} must be a dict {{layer: int array "
+                         "(units,)}, a pdx.manifolds Partition, or None")
+    return {name: groups[lu.group] for name, lu in layers.items() if getattr(lu, "monitored", True)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,8 +46,11 @@ class MetricOptions:
     """Thresholds and switches of :func:`~.model_metrics.unit_metrics` (defaults follow the paper).
 
     partitions: {layer: int array (units,) of block ids} for cloning R^2 (see
-    :func:`~.clone_r2.interleaved_partition`), or None. pool: average conv/token outputs per
-    example instead of treating positions as samples (see :mod:`.layout`).
+    :func:`~.clone_r2.interleaved_partition`), a ``pdx.manifolds`` Partition (e.g. from
+    ``expand``; its monitored layers are used), or None. pool: average conv/token outputs per
+    example instead of treating positions as samples (see :mod:`.layout`). max_rows: None
+    (ranks use every row, as Dohare et al.) or K to subsample K rows when a layer has more;
+    the rank names then carry ``rows=K``.
     """
 
     dead_eps: float = 1e-7
@@ -43,7 +65,7 @@ class MetricOptions:
     duplicate_thresholds: tuple = (0.95,)
     cluster_threshold: float = 0.95
     rank_frac: float = 0.99
-    max_rows: int = 1024
+    max_rows: int | None = None
     rank_seed: int = 0
     pool: bool = False
     partitions: Mapping | None = None
@@ -56,7 +78,8 @@ class MetricOptions:
             check_range(name, getattr(self, name), 0.0, 1.0, high_inclusive=True)
         check_positive("sat_tau", self.sat_tau, allow_zero=True)
         check_positive("frozen_eps", self.frozen_eps, allow_zero=True)
-        check_positive("max_rows", self.max_rows, integer=True)
+        if self.max_rows is not None:
+            check_positive("max_rows", self.max_rows, integer=True)
         check_positive("rank_seed", self.rank_seed, integer=True, allow_zero=True)
         check_range("cluster_threshold", self.cluster_threshold, -1.0, 1.0, high_inclusive=True)
         for name in ("dormant_taus", "duplicate_thresholds"):
@@ -70,8 +93,7 @@ class MetricOptions:
             check_range("duplicate_thresholds item", t, -1.0, 1.0, high_inclusive=True)
         if not isinstance(self.pool, bool):
             raise InputError(f"pool={self.pool!r} must be True or False")
-        if self.partitions is not None and not isinstance(self.partitions, Mapping):
-            raise InputError("partitions must be a dict {layer: int array (units,)} or None")
+        object.__setattr__(self, "partitions", partition_map(self.partitions))
 
 
 class MetricInfo(NamedTuple):
@@ -79,6 +101,40 @@ class MetricInfo(NamedTuple):
     definition: str
     source: str
     layers: str
+
+
+def _rank_rows(o: MetricOptions, layers: str) -> list:
+    if o.max_rows is None:
+        used, sample = "rows: every row", [None]
+    else:
+        used = (f"rows: every row when the layer has <= {o.max_rows}, else {o.max_rows} sampled "
+                f"(seed {o.rank_seed}; the name then carries rows={o.max_rows})")
+        sample = [None, o.max_rows]
+    res = ("cutoff: sigma below sqrt(k eps 1e-5) sigma_max (the float32 resolution of the Gram route, "
+           "k = min(N, D)) count as 0")
+    mr = "cutoff: sigma > sigma_max * max(N, D) * eps(float32) (numpy/torch matrix_rank tolerance)"
+    out = []
+    for rows in sample:
+        f = o.rank_frac
+        out += [
+            (metric_name("effective_rank", rows=rows), f"exp(entropy of sigma/sum sigma), uncentred; {used}; {res}",
+             f"paper App. B.1.2; Dohare et al. 2024, {DOHARE_MISC}:165, {DOHARE_CIFAR}:134", layers),
+            (metric_name("renyi2_rank", rows=rows), f"(sum sigma^2)^2 / sum sigma^4, uncentred; {used}; {res}",
+             "paper section 3 (er_2)", layers),
+            (metric_name("stable_rank", rows=rows),
+             f"||H~||_F^4 / tr((H~^T H~)^2), column-centred; {used}; cutoff: none (Gram traces)",
+             "paper App. B.1.2", layers),
+            (metric_name("srank", f, rows=rows), f"smallest k with top-k sigma >= {f:g} sum sigma; {used}; {res}",
+             f"Kumar et al. 2021; Dohare et al. 2024, {DOHARE_MISC}:199, {DOHARE_CIFAR}:146 ('stable rank')",
+             layers),
+            (metric_name("approx_rank", f, rows=rows),
+             f"smallest k with top-k sigma^2 >= {f:g} sum sigma^2; {used}; {res}",
+             f"Dohare et al. 2024, {DOHARE_MISC}:182", layers),
+            (metric_name("hard_rank", rows=rows), f"number of sigma above the cutoff; {used}; {mr}",
+             f"numpy.linalg.matrix_rank; Dohare's {DOHARE_MISC}:158 counts every non-zero float32 sigma",
+             layers),
+        ]
+    return out
 
 
 def metric_table(options: MetricOptions | None = None) -> list[MetricInfo]:
@@ -91,8 +147,13 @@ def metric_table(options: MetricOptions | None = None) -> list[MetricInfo]:
          "paper App. B.1.2", unit),
         ("never_active_frac", "fraction of units with h == 0 on every sample", "Dohare et al. 2024 (MNIST)", unit),
         (metric_name("low_activity_frac", o.low_activity_frac),
-         f"fraction of units non-zero on fewer than {o.low_activity_frac:g} of examples "
-         "(conv/tokens averaged per example)", "Dohare et al. 2024 (CIFAR-100)", unit),
+         f"fraction of units non-zero on fewer than {o.low_activity_frac:g} of all entries (conv/tokens: "
+         "every image x position counts; rows: every sample)",
+         f"Dohare et al. 2024, {DOHARE_CIFAR}:128 (mean over dims 0, 2, 3), :129 dense", unit),
+        (metric_name("low_activity_frac_per_image", o.low_activity_frac),
+         f"fraction of channels whose per-image spatial mean is non-zero on fewer than {o.low_activity_frac:g} "
+         "of images (a channel active anywhere in an image counts as active there)",
+         "per-image reading (PAPER.md section 10 table); not Dohare's code", "conv and token layers"),
     ]
     rows += [
         (metric_name("dormant_frac", t),
@@ -124,15 +185,8 @@ def metric_table(options: MetricOptions | None = None) -> list[MetricInfo]:
          f"fraction of units in a cluster of >= 2 (components of cosine > {c:g})", "this toolkit", unit),
         (metric_name("clone_clusters", c), f"number of clusters of >= 2 units at cosine > {c:g}", "this toolkit", unit),
         (metric_name("largest_clone_cluster", c), f"size of the largest cluster at cosine > {c:g}", "this toolkit", unit),
-        ("effective_rank", f"exp(entropy of sigma/sum sigma), uncentred, <= {o.max_rows} rows", "paper App. B.1.2", unit),
-        ("renyi2_rank", "(sum sigma^2)^2 / sum sigma^4, uncentred", "paper section 3 (er_2)", unit),
-        ("stable_rank", "||H~||_F^4 / tr((H~^T H~)^2), column-centred", "paper App. B.1.2", unit),
-        (metric_name("srank", o.rank_frac), f"smallest k with top-k sigma >= {o.rank_frac:g} sum sigma",
-         "Kumar et al. 2021; Dohare et al. 2024", unit),
-        (metric_name("approx_rank", o.rank_frac), f"smallest k with top-k sigma^2 >= {o.rank_frac:g} sum sigma^2",
-         "Dohare et al. 2024", unit),
-        ("hard_rank", "number of sigma above the float resolution of the Gram route", "linear algebra", unit),
     ]
+    rows += _rank_rows(o, unit)
     if o.partitions:
         rows += [
             ("clone_r2_fwd", "1 - within-block / total unbiased variance of h (block-mean predictor)", "paper App. B.1.2", part),
@@ -150,6 +204,9 @@ def metric_table(options: MetricOptions | None = None) -> list[MetricInfo]:
         ("accuracy", "argmax over all logits == label", "authors' code", "output"),
         ("masked_accuracy", "argmax over the class_mask logits == label", "this toolkit", "output"),
     ]
+    every = "; rows: every sample (conv/tokens: every example x position unless pool=True)"
+    rows = [(n, d if ("rows:" in d or layers not in (unit, pre, part)) else d + every, src, layers)
+            for n, d, src, layers in rows]
     return [MetricInfo(*r) for r in rows]
 
 

@@ -46,6 +46,23 @@ def _cosine(h, centred):
     return jnp.matmul(hn.T, hn, precision=_HIGHEST)
 
 
+def cosine_from_gram(g) -> jnp.ndarray:
+    """Cosine similarities (units, units) from a Gram matrix g = h^T h (zero columns give zero
+    rows and columns), so one Gram matrix serves both similarities and ranks."""
+    norm = jnp.sqrt(jnp.maximum(jnp.diagonal(g), 0.0))
+    inv = jnp.where(norm > 0, 1.0 / jnp.where(norm > 0, norm, 1.0), 0.0)
+    return jnp.clip(g * inv[:, None] * inv[None, :], -1.0, 1.0)
+
+
+def upper_any_above(c, threshold) -> jnp.ndarray:
+    """Mask (units,): some k > j has c[j, k] > threshold (the paper's upper-triangular count).
+    A row maximum over the upper triangle, with no boolean (units, units) intermediate (see
+    :func:`connected_components` for the XLA:CPU boolean-op crash)."""
+    d = c.shape[0]
+    upper = jnp.arange(d)[:, None] < jnp.arange(d)[None, :]
+    return jnp.max(jnp.where(upper, c, -jnp.inf), axis=1, initial=-jnp.inf) > threshold
+
+
 def duplicate_units(h, threshold: float = 0.95, *, centred: bool = False) -> jnp.ndarray:
     """Mask (units,): unit j marked iff some k > j has similarity > threshold.
 
@@ -53,10 +70,7 @@ def duplicate_units(h, threshold: float = 0.95, *, centred: bool = False) -> jnp
     marked, so a cluster of m equal units contributes m - 1.
     """
     check_range("threshold", threshold, -1.0, 1.0, high_inclusive=True)
-    c = cosine_similarity(h, centred=centred)
-    d = c.shape[0]
-    upper = jnp.arange(d)[:, None] < jnp.arange(d)[None, :]
-    return jnp.any((c > threshold) & upper, axis=1)
+    return upper_any_above(cosine_similarity(h, centred=centred), threshold)
 
 
 def duplicate_fraction(h, threshold: float = 0.95) -> jnp.ndarray:
@@ -76,15 +90,19 @@ def connected_components(adjacency) -> jnp.ndarray:
 
     Each node gets the smallest node index of its component. Min-label propagation with pointer
     jumping inside a ``lax.while_loop``; labels only decrease and always name a node of the same
-    component, so the loop stops at the exact components. Jit- and vmap-able.
+    component, so the loop stops at the exact components. Jit- and vmap-able. Any numeric or
+    boolean dtype is accepted (non-zero = edge).
+
+    The graph is symmetrised in uint8, not bool: XLA:CPU in jaxlib 0.10.2 crashes (segfault) on
+    fused boolean element-wise ops such as ``a | a.T | eye`` from about 833 nodes on.
     """
-    adjacency = jnp.asarray(adjacency, bool)
-    n = adjacency.shape[0]
-    adjacency = adjacency | adjacency.T | jnp.eye(n, dtype=bool)
+    a = _as_uint8(adjacency)
+    n = a.shape[0]
+    a = a | a.T | jnp.eye(n, dtype=jnp.uint8)
     big = jnp.iinfo(jnp.int32).max
 
     def step(labels):
-        nb = jnp.min(jnp.where(adjacency, labels[None, :], big), axis=1)
+        nb = jnp.min(jnp.where(a != 0, labels[None, :], big), axis=1)
         nb = jnp.minimum(labels, nb)
         return nb[nb]
 
@@ -99,6 +117,17 @@ def connected_components(adjacency) -> jnp.ndarray:
     labels0 = jnp.arange(n, dtype=jnp.int32)
     _, labels = jax.lax.while_loop(cond, body, (labels0, step(labels0)))
     return labels
+
+
+def _as_uint8(mask) -> jnp.ndarray:
+    """``mask != 0`` as uint8 (0/1), avoiding boolean element-wise chains (see
+    :func:`connected_components`)."""
+    mask = jnp.asarray(mask)
+    if mask.dtype == jnp.uint8:
+        return mask
+    if mask.dtype == jnp.bool_:
+        return mask.astype(jnp.uint8)
+    return (mask != 0).astype(jnp.uint8)
 
 
 class CloneClusters(NamedTuple):
@@ -120,7 +149,8 @@ class CloneClusters(NamedTuple):
 
 @jax.jit
 def clusters_from_adjacency(adjacency) -> CloneClusters:
-    """:class:`CloneClusters` of the graph with the given boolean (units, units) adjacency."""
+    """:class:`CloneClusters` of the graph with the given (units, units) adjacency (bool or
+    0/1 integers; self-loops are ignored)."""
     labels = connected_components(adjacency)
     n = labels.shape[0]
     counts = jnp.zeros(n, jnp.int32).at[labels].add(1)
@@ -142,9 +172,12 @@ def clone_clusters(h, threshold: float = 0.95, *, centred: bool = False) -> Clon
     ``centred=True`` uses Pearson correlation. Zero columns are never linked.
     """
     check_range("threshold", threshold, -1.0, 1.0, high_inclusive=True)
-    c = cosine_similarity(h, centred=centred)
-    d = c.shape[0]
-    return clusters_from_adjacency((c > threshold) & ~jnp.eye(d, dtype=bool))
+    return clusters_above(cosine_similarity(h, centred=centred), threshold)
+
+
+def clusters_above(c, threshold) -> CloneClusters:
+    """Clusters of the graph linking units with similarity c > threshold (uint8 adjacency)."""
+    return clusters_from_adjacency((c > threshold).astype(jnp.uint8))
 
 
 def cluster_members(labels) -> list[np.ndarray]:

@@ -23,10 +23,11 @@ from .similarity import CloneClusters, clusters_from_adjacency
 
 
 def _chebyshev_close(f, tol):
-    """(units, units) bool: max_k |f_ik - f_jk| <= tol."""
+    """(units, units) uint8 0/1: max_k |f_ik - f_jk| <= tol (uint8, not bool: see
+    :func:`~.similarity.connected_components`)."""
     if f.shape[1] == 0:
-        return jnp.ones((f.shape[0], f.shape[0]), bool)
-    return jax.lax.map(lambda row: jnp.max(jnp.abs(f - row[None, :]), axis=1) <= tol, f)
+        return jnp.ones((f.shape[0], f.shape[0]), jnp.uint8)
+    return jax.lax.map(lambda row: (jnp.max(jnp.abs(f - row[None, :]), axis=1) <= tol).astype(jnp.uint8), f)
 
 
 def weight_symmetry_clusters(incoming, outgoing=None, *, rtol: float = 1e-5, atol: float = 0.0) -> CloneClusters:
