@@ -74,6 +74,23 @@ def timed(fn, *, repeats: int = 5, warmup: int = 1) -> dict:
     return {"first_call_s": first, "median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
 
 
+def wall_times(fn, repeats: int) -> list[float]:
+    """Wall times of ``repeats`` calls of ``fn()`` (no warm-up; ``fn`` must block on its own
+    device work). On a shared, loaded machine the minimum is the better estimate of the work
+    itself, so callers may report both the median and the minimum."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def median_time(fn, repeats: int) -> float:
+    """Median of :func:`wall_times`."""
+    return statistics.median(wall_times(fn, repeats))
+
+
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
                   "/jax/core/compile/backend_compile_duration")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import default_out, environment, environment_line, table, write_json
+from .common import default_out, environment, environment_line, median_time, table, wall_times, write_json
 
 RESULT = default_out("metrics", quick=False)
 COLUMNS = ["model", "batch", "input", "layers", "compile_s", "warmup_s", "jax_total_s", "metrics_compile_s",
@@ -120,21 +120,6 @@ def _diffs(jax_values, np_values):
     return diffs[worst], worst
 
 
-def _times(fn, repeats):
-    """Wall times of ``repeats`` calls. On a shared, loaded machine the minimum is the better
-    estimate of the work itself; both the median and the minimum are reported."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def _median_time(fn, repeats):
-    return statistics.median(_times(fn, repeats))
-
-
 # ----------------------------------------------------------------------------- one layer
 LAYERS_FULL = (("dense", 500, 128), ("dense", 1000, 512), ("dense", 4096, 1024), ("conv", 16384, 16),
                ("conv", 65536, 64))
@@ -175,10 +160,10 @@ def measure_layer(kind: str, n: int, d: int, repeats: int) -> dict:
     compiled = f.lower(h, g, z).compile()
     compile_s = time.perf_counter() - t0
     jax_values = jax.device_get(compiled(h, g, z))
-    jax_t = _times(lambda: jax.block_until_ready(compiled(h, g, z)), repeats)
+    jax_t = wall_times(lambda: jax.block_until_ready(compiled(h, g, z)), repeats)
     host = {"L": (h, g, z)}
     np_values = _np_metrics(host, kinds)
-    np_t = _times(lambda: _np_metrics(host, kinds), repeats)
+    np_t = wall_times(lambda: _np_metrics(host, kinds), repeats)
     worst_diff, worst = _diffs(jax_values, np_values)
     jax_s, numpy_s = statistics.median(jax_t), statistics.median(np_t)
     return {"kind": kind, "rows": n, "units": d, "compile_s": compile_s, "jax_s": jax_s, "numpy_s": numpy_s,
@@ -203,7 +188,7 @@ def measure(name: str, model, x, y, repeats: int) -> dict:
     t0 = time.perf_counter()
     jax.block_until_ready(f(variables, x, y))  # warm-up (dispatch cache, first execution)
     warmup_s = time.perf_counter() - t0
-    total_s = _median_time(lambda: jax.block_until_ready(compiled(variables, x, y)), repeats)
+    total_s = median_time(lambda: jax.block_until_ready(compiled(variables, x, y)), repeats)
 
     # the arrays: activations, dL/dh and pre-activations of the same pass
     def arrays(v, x, y):
@@ -225,12 +210,12 @@ def measure(name: str, model, x, y, repeats: int) -> dict:
     mc = mf.lower(acts, grads, pre).compile()
     metrics_compile_s = time.perf_counter() - t0
     jax.block_until_ready(mc(acts, grads, pre))
-    metrics_s = _median_time(lambda: jax.block_until_ready(mc(acts, grads, pre)), repeats)
+    metrics_s = median_time(lambda: jax.block_until_ready(mc(acts, grads, pre)), repeats)
     jax_values = jax.device_get(mc(acts, grads, pre))
 
     host = {k: (np.asarray(acts[k]), np.asarray(grads[k]), None if k not in pre else np.asarray(pre[k])) for k in acts}
     np_values = _np_metrics(host, kinds)
-    numpy_s = _median_time(lambda: _np_metrics(host, kinds), repeats)
+    numpy_s = median_time(lambda: _np_metrics(host, kinds), repeats)
     worst_diff, worst = _diffs(jax_values, np_values)
     return {
         "model": name, "batch": int(x.shape[0]), "input": "x".join(map(str, x.shape[1:])),

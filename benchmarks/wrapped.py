@@ -20,10 +20,9 @@ Writes benchmarks/results/wrapped.json (quick: benchmarks/results/quick/wrapped.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
-from .common import default_out, environment, environment_line, table, timed, write_json
+from .common import default_out, environment, environment_line, median_time, table, timed, write_json
 
 COLUMNS = ["model", "batch", "input", "equations", "wrap_s", "infer_s", "forward_compile_s",
            "infer_over_compile", "zoo_metrics_s", "wrapped_metrics_s", "ratio", "max_abs_diff"]
@@ -32,15 +31,6 @@ SIZES = {False: dict(batch=256, repeats=5, models=(("mlp", "small", (3072,)),
                                                     ("resnet18", "tiny", (32, 32, 3)))),
          True: dict(batch=32, repeats=2, models=(("mlp", "tiny", (64,)),
                                                  ("cnn", "tiny", (16, 16, 3))))}
-
-
-def _median(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def measure(family, preset, shape, batch, repeats) -> dict:
@@ -64,18 +54,18 @@ def measure(family, preset, shape, batch, repeats) -> dict:
 
     wrap = lambda: pdx.models.from_function(fn, variables["params"], x, state=state)  # noqa
     wrapped = wrap()
-    wrap_s = _median(wrap, repeats)
+    wrap_s = median_time(wrap, repeats)
     leaves, treedef = jax.tree_util.tree_flatten(wrapped.variables)
     prog = trace(lambda lv, xx: wrapped._call(jax.tree_util.tree_unflatten(treedef, lv), xx),
                  leaves, x)
     paths = [p for p, _ in pdx.manifolds.partition.leaf_paths(wrapped.variables)] + [("x",)]
-    infer_s = _median(lambda: infer_layout(prog, paths, len(leaves)), repeats)
+    infer_s = median_time(lambda: infer_layout(prog, paths, len(leaves)), repeats)
 
     def compile_forward():
         f = jax.jit(lambda v, xx: model.apply(v, xx).logits)
         f.lower(variables, x).compile()
 
-    forward_compile_s = _median(compile_forward, repeats)
+    forward_compile_s = median_time(compile_forward, repeats)
     zoo_fn = pdx.metrics.make_unit_metrics_fn(model)
     wrap_fn = pdx.metrics.make_unit_metrics_fn(wrapped)
     zoo = timed(lambda: zoo_fn(variables, x, y), repeats=repeats)

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InputError, check_choice
+from ..losses import masked_loss
 from .clone_r2 import _check_partition, clone_r2, clone_r2_std_ratio
 from .layout import LAYER_KINDS, flatten_units
 from .names import MetricOptions, metric_name, partition_map
@@ -196,20 +197,6 @@ def metrics_from_arrays(activations, grads=None, preactivations=None, layer_kind
     return {name: dict(sorted(per.items())) for name, per in result.items()}
 
 
-def _loss(kind, logits, y, mask):
-    logits = logits.astype(jnp.float32)
-    k = logits.shape[-1]
-    if kind == "xent":
-        masked = jnp.where(mask, logits, -1e30)
-        logp = jax.nn.log_softmax(masked, axis=-1)
-        if y.ndim == 1:
-            return -jnp.mean(jnp.take_along_axis(logp, y[:, None].astype(jnp.int32), axis=1))
-        return -jnp.mean(jnp.sum(jnp.where(mask, y * logp, 0.0), axis=-1))
-    target = jax.nn.one_hot(y, k) if y.ndim == 1 else y.astype(jnp.float32)
-    err = jnp.where(mask, (logits - target) ** 2, 0.0)
-    return jnp.sum(err) / (logits.shape[0] * jnp.maximum(jnp.sum(mask), 1))
-
-
 def make_unit_metrics_fn(model, *, loss: str = "xent", train: bool = False, activation=None, jit: bool = True,
                          **thresholds):
     """Configure once; return ``f(variables, x, y, class_mask=None, *, rng=None,
@@ -245,7 +232,7 @@ def make_unit_metrics_fn(model, *, loss: str = "xent", train: bool = False, acti
             m = jnp.ones(out.logits.shape[-1], bool) if mask is None else mask
             if m.shape != out.logits.shape[-1:]:
                 raise InputError(f"class_mask has shape {tuple(m.shape)}; expected ({out.logits.shape[-1]},)")
-            return _loss(loss, out.logits, y, m), out
+            return masked_loss(out.logits.astype(jnp.float32), y, m, loss)[0], out
 
         (value, out), (gparams, gprobes) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
             variables["params"], probes
