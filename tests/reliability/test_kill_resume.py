@@ -19,7 +19,7 @@ from plasticity_dynamics.training import Config, list_checkpoints, read_metrics
 ARGS = ["--set", "model.preset=none", "--set", "tasks.num_tasks=none", "--set", "tasks.classes_per_task=5",
         "--set", "train.steps_per_task=120", "--set", "record.every=6", "--set", "record.checkpoint_every=6",
         "--set", "seeds=2", "--set", "train.batch_size=8", "--set", "record.metrics=false", "--quiet"]
-KILL_SEEDS = [0, 1]
+KILL_SEEDS = [0, pytest.param(1, marks=pytest.mark.slow)]  # a second kill point in `make test-all`
 
 
 def cli(*argv, **kw):
