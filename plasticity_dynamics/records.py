@@ -7,7 +7,7 @@ A run's records are the tidy rows ``(step, seed, task, layer, metric, value)`` o
 ``metrics.csv``. :class:`MetricsTable` keeps them as six NumPy columns (int64 step, seed,
 task; str layer, metric; float64 value), appended in blocks (one block per record, so appending
 is O(rows added) and a run's total cost is linear in its records) and concatenated once,
-lazily, when queried. Queries (:meth:`select`, :meth:`series`, :meth:`last`) are vectorised
+lazily, when queried. Queries (:meth:`select`, :meth:`series`, :meth:`metrics`) are vectorised
 masks, never scans of Python tuples.
 """
 
@@ -42,13 +42,6 @@ class MetricsTable:
             cols = list(zip(*rows))
             self._blocks.append({name: np.asarray(col, dtype=_DTYPES[name]) for name, col in zip(COLUMNS, cols)})
             self._cols = None
-        return self
-
-    def truncate(self, last_step: int) -> "MetricsTable":
-        """Keep only the rows with ``step <= last_step``."""
-        keep = self["step"] <= last_step
-        cols = {name: col[keep] for name, col in self.columns.items()}
-        self._blocks, self._cols = [cols], cols
         return self
 
     # ------------------------------------------------------------- queries

@@ -159,13 +159,14 @@ def fresh_variables(variables, key, init_fn=None):
     """A fresh draw of every collection of ``variables`` (a dict with "params" and optionally
     "batch_stats"): params by :func:`fresh_params`, statistics from ``init_fn``'s variables when
     it returns them, else by :func:`fresh_stats`."""
-    new = init_fn(key) if init_fn is not None else None
-    out = {**variables, "params": fresh_params(variables["params"], key, None if new is None else (lambda _k: new))}
+    if init_fn is None:
+        new = {"params": torch_default_like(variables["params"], key)}
+    else:
+        new = init_fn(key)
+        new = new if isinstance(new, dict) and "params" in new else {"params": new}
+    out = {**variables, "params": fresh_params(variables["params"], key, lambda _k: new["params"])}
     if "batch_stats" in variables:
-        if isinstance(new, dict) and "batch_stats" in new:
-            out["batch_stats"] = new["batch_stats"]
-        else:
-            out["batch_stats"] = fresh_stats(variables["batch_stats"])
+        out["batch_stats"] = new.get("batch_stats", fresh_stats(variables["batch_stats"]))
     return out
 
 
