@@ -38,6 +38,7 @@ import optax
 
 from ..errors import DivergenceError, InputError
 from .config import Config
+from ..loop import run_steps
 from .step import masked_loss, train_step
 from ..records import MetricsTable
 
@@ -195,8 +196,7 @@ def make_chunk_fn(c: Components, length: int):
     model, stream, opt, iv = c.model, c.stream, c.optimizer, c.intervention
     iv_start = int(c.config.intervention.start_step)
 
-    def step(state, i, seed, data, start, task_first, task):
-        step_idx = start + i
+    def step(state, step_idx, seed, data, task_first, task):
         _, k_drop, k_iv = _keys(seed, step_idx)
         # stream contract: one key for the whole task, steps counted from the task's start
         k_data = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 3), task)
@@ -216,11 +216,8 @@ def make_chunk_fn(c: Components, length: int):
     def chunk(state, seed, data, start, task_first, task, valid):
         TRACE_COUNTS["chunk"] = TRACE_COUNTS.get("chunk", 0) + 1  # runs at trace time only
 
-        def body(s, i):
-            skip = lambda s_: (s_, (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)))  # noqa: E731
-            return jax.lax.cond(i < valid, lambda s_: step(s_, i, seed, data, start, task_first, task), skip, s)
-
-        state, (losses, accs) = jax.lax.scan(body, state, jnp.arange(length))
+        state, (losses, accs) = run_steps(lambda s, t: step(s, t, seed, data, task_first, task), state,
+                                          length, start=start, valid=valid)
         return state, losses, accs
 
     return chunk

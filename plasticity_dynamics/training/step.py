@@ -1,10 +1,13 @@
 """One optimiser step of a model on a batch: the map θ_{t+1} = F(θ_t, s_t, batch).
 
 Shared by the training engine and the experiments (cloning runs train a base and an
-expanded model side by side with it). Pure and jit/vmap/scan-safe.
+expanded model side by side with it). Pure and jit/vmap/scan-safe. Loops over steps are
+:func:`plasticity_dynamics.loop.run_steps`.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import jax
 import optax
@@ -30,3 +33,20 @@ def train_step(model, optimizer: optax.GradientTransformation, loss_kind: str, v
     updates, opt_state = optimizer.update(grads, opt_state, variables["params"])
     params = optax.apply_updates(variables["params"], updates)
     return {**out.variables, "params": params}, opt_state, loss, acc, out
+
+
+def make_step(model, optimizer: optax.GradientTransformation, loss_kind: str,
+              batch_at: Callable[[jax.Array], tuple]):
+    """The step map of plain training, for :func:`~plasticity_dynamics.loop.run_steps`:
+    ``((variables, opt_state), t) -> ((variables, opt_state), (loss, accuracy))``.
+
+    ``batch_at(t) -> (x, y, class_mask, rng)`` gives step ``t``'s batch (``class_mask`` None:
+    all classes) and dropout key. Cost: one :func:`train_step`.
+    """
+
+    def step(carry, t):
+        x, y, mask, rng = batch_at(t)
+        variables, opt_state, loss, acc, _ = train_step(model, optimizer, loss_kind, *carry, x, y, mask, rng)
+        return (variables, opt_state), (loss, acc)
+
+    return step
