@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import default_out, environment, environment_line, table, timed, write_json
+from plasticity_dynamics.losses import masked_loss
 
 COMPILE = "/jax/core/compile/backend_compile_duration"
 ALL_COMPILE = ("/jax/core/compile/jaxpr_trace_duration",
@@ -105,7 +106,6 @@ def _baseline_analyze(run_dir: Path, k: int) -> int:
     from plasticity_dynamics.manifolds import detect
     from plasticity_dynamics.training import Config, build, list_checkpoints, load_checkpoint
     from plasticity_dynamics.training.engine import init_state
-    from plasticity_dynamics.training.step import masked_loss
 
     config = Config.from_toml(run_dir / "config.toml")
     c = build(config)
@@ -192,7 +192,7 @@ def _resnet(quick: bool, iters: int, batch: int = 32, k: int = 3, preset: str | 
 
     def loss(p, rest, x, y):
         logits = model.apply({**rest, "params": p}, x, train=True).logits
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+        return masked_loss(logits, y)[0]
 
     part = pdx.manifolds.unit_partition(model, variables)
     layer = next(name for name, lu in part.layers.items() if lu.activation)
@@ -236,7 +236,7 @@ def _mlp_problem(widths, batch, seed):
 
     def loss(p, x, y):
         logits = model.apply({"params": p}, x).logits
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+        return masked_loss(logits, y)[0]
 
     return model, variables["params"], loss, x, y
 
