@@ -34,6 +34,11 @@ def test_quadratic_sgd_exponents_are_log_abs_one_minus_eta_lambda():
         assert r.method == "lanczos" and r.steps == 7
         assert np.allclose(r.exponents, want, atol=1e-9)
         assert np.allclose(r.growth, np.exp(7 * want), rtol=1e-8)
+        # the top direction grows by exactly growth[0]; linear dynamics: measured == linear
+        top = jax.tree.map(lambda a: a[0], r.directions)
+        g = curv.normal_growth(step, {"x": jnp.asarray(RNG.standard_normal(8))}, man, top, steps=7, eps=1e-3)
+        assert g.linear.shape == (8,) and np.isclose(g.linear[-1], r.growth[0], rtol=1e-8)
+        assert np.allclose(g.measured, g.linear, rtol=1e-8)
         # k above the normal dimension: NaN past it
         r6 = curv.normal_lyapunov(step, {"x": jnp.zeros(8)}, man, k=6, steps=3)
         assert np.isnan(r6.exponents[5]) and np.allclose(r6.exponents[:5], want, atol=1e-9)
