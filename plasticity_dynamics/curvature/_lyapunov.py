@@ -105,6 +105,11 @@ def _split_state(state):
     return floats, merge, floats_of, params, has_params
 
 
+_NOT_FINITE = ("normal_lyapunov: the tangent propagator is not finite (an Adam/RMSProp step at zero "
+               "second moment nu has no derivative: use eps_root > 0, e.g. optax.adam(lr, eps_root=1e-16); "
+               "or the trajectory itself diverged)")
+
+
 def normal_lyapunov(step_fn: Callable[[PyTree, Any], PyTree], state: PyTree,
                     manifold: ManifoldLike | None, *, k: int, steps: int, reortho_every: int = 1,
                     method: str = "lanczos", num_iters: int | None = None, t0: int = 0,
@@ -129,7 +134,8 @@ def normal_lyapunov(step_fn: Callable[[PyTree, Any], PyTree], state: PyTree,
       pairs through the window (each about 3 T gradient steps); qr: T k JVPs, memory k x state.
     Reference: Oseledets (1968); Benettin, Galgani, Giorgilli & Strelcyn (1980); finite-time
       exponents as singular values of the propagator, e.g. Shadden, Lekien & Marsden (2005).
-    Raises InputError for bad k / steps / method / reortho_every or a zero normal dimension.
+    Raises InputError for bad k / steps / method / reortho_every, a zero normal dimension or a
+    non-finite tangent propagator (Adam-type steps at zero second moment).
     """
     check_positive("k", k, integer=True)
     check_positive("steps", steps, integer=True)
@@ -149,6 +155,8 @@ def normal_lyapunov(step_fn: Callable[[PyTree, Any], PyTree], state: PyTree,
         res, final = _lanczos_kernel(state, man_dyn, ts, key, step_fn=_ById(step_fn),
                                      man_static=man_static, m=m)
         res_np = jax.device_get(res)
+        if not (np.all(np.isfinite(res_np.alphas)) and np.all(np.isfinite(res_np.betas))):
+            raise InputError(_NOT_FINITE)
         theta, coeffs, resid = lanczos_ritz(res_np)
         order = np.argsort(theta)[::-1][:k]
         dd = int(res_np.depth)
@@ -167,6 +175,8 @@ def normal_lyapunov(step_fn: Callable[[PyTree, Any], PyTree], state: PyTree,
     kk = min(k, d)
     logs, final = _qr_kernel(state, man_dyn, ts, key, step_fn=_ById(step_fn),
                              man_static=man_static, k=kk, every=reortho_every)
+    if not np.all(np.isfinite(np.asarray(logs))):
+        raise InputError(_NOT_FINITE)
     expo = np.sort(np.asarray(logs, np.float64) / steps)[::-1]
     out = np.full(k, np.nan)
     out[:kk] = expo
