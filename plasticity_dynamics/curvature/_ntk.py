@@ -29,7 +29,6 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from ..errors import InputError, check_positive
 from ..metrics.ranks import _entropy_rank
@@ -45,8 +44,9 @@ DENSE_MAX_OUTPUTS = 512
 class NTKData(NamedTuple):
     """Array-only output of an :func:`ntk_spectrum_fn` function: ``eigenvalues (r,)``
     descending (dense: all B C; lanczos: the k largest Ritz values, NaN in slots past the
-    Krylov depth), ``trace`` (exact ``tr K`` for dense, the Lanczos-probe estimate
-    ``||J^T u||^2 * BC / ||u||^2`` for one Gaussian u otherwise), ``num_matvecs``."""
+    Krylov depth), ``trace`` (exact ``tr K`` for dense; otherwise the one-probe unbiased
+    estimate ``u^T K u = ||J^T u||^2`` (``||P_N J^T u||^2`` with a manifold) for the Gaussian
+    Lanczos start u), ``num_matvecs``."""
 
     eigenvalues: jax.Array
     trace: jax.Array
@@ -128,8 +128,7 @@ def ntk_spectrum_fn(fn: Callable[[PyTree, jax.Array], jax.Array], *, k: int | No
             theta, _ = _masked_eigh(t, res.depth)
             idx = res.depth - 1 - jnp.arange(min(kk, m))  # largest valid first
             ev = jnp.where(idx >= 0, theta[jnp.clip(idx, 0, m - 1)], jnp.nan)
-            # trace probe: u^T K u = ||P_N J^T u||^2-type quadratic form, scaled to an unbiased
-            # estimate E[u^T K u] = tr K for Gaussian u (one extra matvec)
+            # trace probe: E[u^T K u] = tr K for standard Gaussian u (one extra matvec)
             tr = jnp.vdot(u, mv(u))
             return NTKData(ev, tr, res.depth + 1)
 

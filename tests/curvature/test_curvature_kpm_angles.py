@@ -101,7 +101,7 @@ def test_principal_angles_match_scipy_subspace_angles():
         curv.principal_angles(u, v[:29])
 
 
-def test_block_spectra_match_dense_blocks():
+def _block_setup():
     p = mlp_params(0, 3, 5, 2)
     x, y = normal_data(1, (6, 3), (6, 2))
     make = mse_loss()
@@ -109,11 +109,23 @@ def test_block_spectra_match_dense_blocks():
     def loss(p, x, y):
         return make(x, y)(p)
 
-    h = dense_hessian64(make, p, x, y)  # flat order b1 (5), b2 (2), w1 (15), w2 (10)
+    return p, x, y, loss, dense_hessian64(make, p, x, y)  # flat order b1 (5), b2 (2), w1 (15), w2 (10)
+
+
+def test_block_spectrum_matches_dense_block():
+    p, x, y, loss, h = _block_setup()
     sp = curv.block_spectrum(loss, p, "w2", k=3, args=(x, y))
     ev = np.linalg.eigvalsh(h[22:, 22:])
     assert np.allclose(sp.eigenvalues, np.r_[ev[:3], ev[-3:]], atol=1e-5)
-    # the normal block of a clone manifold restricted to w1: M P_N H P_N M on N ∩ w1
+    assert curv.layer_names(p) == ["b1", "b2", "w1", "w2"]
+    with pytest.raises(InputError, match="match no parameter"):
+        curv.layer_mask(p, "conv")
+
+
+@pytest.mark.slow
+def test_layer_restricted_normal_spectrum_matches_dense():
+    """The normal block of a clone manifold restricted to w1: M P_N H P_N M on N ∩ w1."""
+    p, x, y, loss, h = _block_setup()
     man = ClonePairManifold([(0, 1), (2, 4)], 3, 2)
     restr = curv.BlockRestriction(curv.layer_mask(p, "w1"), man)
     assert restr.normal_dim == 6  # 2 pairs x 3 inputs
@@ -124,6 +136,3 @@ def test_block_spectra_match_dense_blocks():
     got = curv.block_spectrum(loss, p, "w1", man, k=3, args=(x, y))
     assert got.normal_dim == 6 and np.allclose(got.eigenvalues, want, atol=1e-5)
     assert curv.BlockRestriction(curv.layer_mask(p, "b2"), man).normal_dim == 0  # skipped by layer_spectra
-    assert curv.layer_names(p) == ["b1", "b2", "w1", "w2"]
-    with pytest.raises(InputError, match="match no parameter"):
-        curv.layer_mask(p, "conv")
