@@ -17,7 +17,8 @@ from ._krylov import (ArnoldiResult, LanczosResult, arnoldi, arnoldi_ritz, lancz
                       lanczos_ritz, lobpcg_lowest)
 from ._kpm import (ChebyshevMoments, KPMDensity, hutchpp_trace, hutchpp_trace_fn, kpm_density,
                    kpm_density_fn)
-from ._lyapunov import GrowthCurve, LyapunovResult, normal_growth, normal_lyapunov
+from ._lyapunov import (GrowthCurve, LyapunovData, LyapunovResult, normal_growth, normal_lyapunov,
+                        normal_lyapunov_fn)
 from ._ntk import NTKData, NTKSpectrum, ntk_spectrum, ntk_spectrum_fn
 from ._protocol import ManifoldLike
 from ._spectrum import (Spectrum, SpectrumData, classify, normal_hvp, normal_spectrum,
@@ -39,7 +40,8 @@ __all__ = [
     "kpm_density", "kpm_density_fn", "KPMDensity", "ChebyshevMoments", "hutchpp_trace",
     "hutchpp_trace_fn",
     "ntk_spectrum", "ntk_spectrum_fn", "NTKSpectrum", "NTKData",
-    "normal_lyapunov", "LyapunovResult", "normal_growth", "GrowthCurve",
+    "normal_lyapunov", "normal_lyapunov_fn", "LyapunovResult", "LyapunovData", "normal_growth",
+    "GrowthCurve",
     "principal_angles", "block_spectrum", "layer_spectra", "layer_mask", "layer_names",
     "BlockRestriction",
     "ManifoldLike",

@@ -43,6 +43,7 @@ from jax.flatten_util import ravel_pytree
 
 from ..errors import InputError, check_choice, check_positive
 from ._krylov import lanczos, lanczos_ritz
+from ._spectrum import _masked_eigh
 from ._protocol import (ManifoldLike, PyTree, _ById, default_key, manifold_args, np_ravel,
                         resolve_manifold)
 
@@ -289,6 +290,51 @@ def _lanczos_impl(state, man_dyn, ts, key, step_fn, man_static, m):
 _lanczos_kernel = jax.jit(_lanczos_impl, static_argnames=("step_fn", "man_static", "m"))
 
 
+class LyapunovData(NamedTuple):
+    """Array-only output of a :func:`normal_lyapunov_fn` function (valid inside jit / vmap):
+    ``exponents (k,)`` descending (NaN past the Krylov depth), ``depth`` (Lanczos steps run,
+    at most normal_dim), ``final_state``."""
+
+    exponents: jax.Array
+    depth: jax.Array
+    final_state: Any
+
+
+def normal_lyapunov_fn(step_fn: Callable[[PyTree, Any], PyTree], *, k: int, steps: int,
+                       num_iters: int | None = None) -> Callable:
+    """A pure function ``f(state, manifold=None, key=None, t0=0) -> LyapunovData``.
+
+    The Lanczos route of :func:`normal_lyapunov` with the Ritz values taken on the device, so
+    ``f`` is jit- and vmap-able (e.g. over a leading seed axis of ``state`` and of a pytree
+    manifold); state, manifold, key and t0 are traced, one compile per shapes and manifold
+    structure. Depth ``num_iters`` (default ``max(3k, k + 20)``), stopped at normal_dim
+    (traced). Cost: as :func:`normal_lyapunov`.
+    """
+    check_positive("k", k, integer=True)
+    check_positive("steps", steps, integer=True)
+    m = num_iters or max(3 * k, k + 20)
+    check_positive("num_iters", m, integer=True)
+    wrapped = _ById(step_fn)
+
+    def lyapunov_kernel(state, man_dyn, key, t0, man_static):
+        ts = t0 + jnp.arange(steps, dtype=jnp.int32)
+        res, final = _lanczos_impl(state, man_dyn, ts, key, wrapped, man_static, m)
+        off = jnp.where(jnp.arange(1, m) < res.depth, res.betas[:-1], 0.0)
+        t = jnp.diag(res.alphas) + jnp.diag(off, 1) + jnp.diag(off, -1)
+        theta, _ = _masked_eigh(t, res.depth)
+        idx = res.depth - 1 - jnp.arange(k)
+        top = jnp.where(idx >= 0, theta[jnp.clip(idx, 0, m - 1)], jnp.nan)
+        return LyapunovData(0.5 * jnp.log(jnp.maximum(top, 0.0)) / steps, res.depth, final)
+
+    kernel = jax.jit(lyapunov_kernel, static_argnames=("man_static",))
+
+    def f(state, manifold=None, key=None, t0=0):
+        man_static, man_dyn = manifold_args(manifold)
+        return kernel(state, man_dyn, default_key(key), jnp.int32(t0), man_static)
+
+    return f
+
+
 def _qr_impl(state, man_dyn, ts, key, step_fn, man_static, k, every):
     manifold = resolve_manifold(man_static, man_dyn)
     _, floats_of, normal, embed, extract, with_params, flat_p = _pieces(state, manifold)
@@ -333,4 +379,5 @@ def _qr_impl(state, man_dyn, ts, key, step_fn, man_static, k, every):
 _qr_kernel = jax.jit(_qr_impl, static_argnames=("step_fn", "man_static", "k", "every"))
 
 
-__all__ = ["LyapunovResult", "GrowthCurve", "normal_lyapunov", "normal_growth"]
+__all__ = ["LyapunovResult", "LyapunovData", "GrowthCurve", "normal_lyapunov", "normal_lyapunov_fn",
+           "normal_growth"]

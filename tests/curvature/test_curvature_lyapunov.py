@@ -39,6 +39,11 @@ def test_quadratic_sgd_exponents_are_log_abs_one_minus_eta_lambda():
         g = curv.normal_growth(step, {"x": jnp.asarray(RNG.standard_normal(8))}, man, top, steps=7, eps=1e-3)
         assert g.linear.shape == (8,) and np.isclose(g.linear[-1], r.growth[0], rtol=1e-8)
         assert np.allclose(g.measured, g.linear, rtol=1e-8)
+        # the jit-able twin, vmapped over two start points (linear map: same exponents)
+        fn = curv.normal_lyapunov_fn(step, k=5, steps=7)
+        starts = {"x": jnp.asarray(RNG.standard_normal((2, 8)))}
+        data = jax.vmap(lambda st: fn(st, man))(starts)
+        assert np.allclose(np.asarray(data.exponents), np.stack([want, want]), atol=1e-9)
         # k above the normal dimension: NaN past it
         r6 = curv.normal_lyapunov(step, {"x": jnp.zeros(8)}, man, k=6, steps=3)
         assert np.isnan(r6.exponents[5]) and np.allclose(r6.exponents[:5], want, atol=1e-9)
