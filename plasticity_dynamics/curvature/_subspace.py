@@ -15,14 +15,16 @@ layer's parameters.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from ..errors import InputError
-from ._protocol import PyTree
+from ._protocol import PyTree, manifold_args, resolve_manifold
 
 
 def _as_rows(a, name) -> np.ndarray:
@@ -166,28 +168,32 @@ class BlockRestriction:
 
 def _restricted_dim(mask, manifold) -> int:
     m = np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(mask)])
-    count = int(np.sum(m != 0))
-    if manifold is None:
-        return count
-    if count > 4096:
-        return int(min(count, int(manifold.normal_dim)))
-    leaves, treedef = jax.tree.flatten(mask)
     idx = np.flatnonzero(m)
-    offsets = np.cumsum([0] + [int(np.size(x)) for x in leaves])
-
-    def column(i):
-        e = jnp.zeros(offsets[-1], jnp.float32).at[i].set(1.0)
-        parts = [e[o:o2].reshape(np.shape(x)) for o, o2, x in zip(offsets[:-1], offsets[1:], leaves)]
-        out = manifold.normal(treedef.unflatten(parts))
-        return jnp.concatenate([y.ravel() for y in jax.tree.leaves(out)])[idx]
-
-    if not len(idx):
-        return 0
-    block = np.asarray(jax.jit(lambda ii: jax.lax.map(column, ii, batch_size=256))(jnp.asarray(idx)),
-                       np.float64)
-    return int(round(float(np.trace(block))))  # trace of a projector = its rank
+    if manifold is None or idx.size == 0:
+        return int(idx.size)
+    if idx.size > 4096:
+        return int(min(idx.size, int(manifold.normal_dim)))
+    bucket = 1 << max(int(idx.size) - 1, 0).bit_length()  # one compile per power of two
+    padded = np.zeros(bucket, np.int32)
+    padded[:idx.size] = idx
+    live = np.arange(bucket) < idx.size
+    man_static, man_dyn = manifold_args(manifold)
+    diag = _diag_kernel(mask, man_dyn, jnp.asarray(padded), jnp.asarray(live), man_static=man_static)
+    return int(round(float(np.sum(np.asarray(diag, np.float64)))))  # trace of a projector = its rank
 
 
+@partial(jax.jit, static_argnames=("man_static",))
+def _diag_kernel(like, man_dyn, idx, live, man_static):
+    """``e_i^T P_N e_i`` for the coordinates ``idx`` (zero where not ``live``)."""
+    manifold = resolve_manifold(man_static, man_dyn)
+    flat, unravel = ravel_pytree(like)
+
+    def one(c):
+        i, on = c
+        e = jnp.zeros(flat.shape, jnp.float32).at[i].set(1.0)
+        return jnp.where(on, ravel_pytree(manifold.normal(unravel(e)))[0][i], 0.0)
+
+    return jax.lax.map(one, (idx, live), batch_size=256)
 
 
 def block_spectrum(loss_fn, params: PyTree, layers, manifold=None, k: int = 5, **kwargs):
