@@ -45,10 +45,13 @@ def run_dir(tmp_path_factory):
 
 
 def test_analyze_finds_planted_dead_units_with_zero_normal_block(run_dir, capsys):
-    assert main(["analyze", str(run_dir), "--steps", "last", "--quiet"]) == 0
+    assert main(["analyze", str(run_dir), "--steps", "last", "--ntk", "--quiet"]) == 0
     payload = json.loads((run_dir / "manifolds.json").read_text())
     seed = payload["checkpoints"][-1]["seeds"][0]
     frozen = seed["manifolds"]["frozen"]
+    # --ntk: the eNTK's rank lies in [1, B C]; the planted dead units move no output (normal eNTK 0)
+    assert 1.0 <= seed["ntk"]["effective_rank"] <= seed["ntk"]["size"]
+    assert frozen["ntk"]["lambda_max"] <= 1e-6 * max(seed["ntk"]["lambda_max"], 1.0)
     assert frozen["verdict"] == "degenerate"
     assert max(abs(frozen["lambda_min"]), abs(frozen["lambda_max"])) <= frozen["tolerance"]
     assert frozen["leakage"] < 1e-6
@@ -123,6 +126,7 @@ def test_analyze_bad_input(run_dir, tmp_path, capsys):
     assert len(err) == 2 and "99" in err[1]
 
 
+@pytest.mark.slow
 def test_analyze_ntk_layers_track_lyapunov(run_dir, capsys):
     """The optional records land in manifolds.json with their figure: eNTK rank within the batch
     size x outputs, the normal eNTK of the planted frozen units (whose outputs cannot move:
