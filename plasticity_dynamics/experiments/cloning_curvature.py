@@ -186,8 +186,12 @@ def run_cloning_curvature(scale: str, out_dir: Path, data_dir=None, progress=Tru
     checks = []
     for e in escapes:
         if e["predicted_rate"]:
+            d = e["distances"]
+            shape = "exponential" if e["escape_exponential"] else "NOT exponential"
             checks.append((f"escape from step {e['step']}: a normal perturbation grows (saddle escaped)",
-                           f"growth {e['fitted_rate']:.5f} per step", e["fitted_rate"] > 1))
+                           f"distance ×{d[-1] / d[0]:.3g} over {len(d) - 1} steps ({shape}: sub-window rates "
+                           f"{', '.join(f'{r:+.4f}' for r in e['escape_local_rates'])}; the fit over the first "
+                           f"steps says {e['fitted_rate']:.5f} per step)", d[-1] > d[0]))
             checks.append((f"escape from step {e['step']}: growth within the update-map spectral radius",
                            f"{e['fitted_rate']:.5f} ≤ {e['predicted_rate']:.5f}",
                            e["fitted_rate"] <= e["predicted_rate"] * (1 + 1e-3)))
