@@ -44,6 +44,7 @@ BENCHMARKS = {
     "training": "Training throughput: vmapped seeds and sharded devices (`benchmarks/training.py`)",
     "metrics": "Unit-metrics throughput against NumPy (`benchmarks/metrics.py`)",
     "curvature": "Curvature: HVP cost, dense vs Krylov normal spectrum (`benchmarks/curvature.py`)",
+    "ntk": "eNTK spectrum dense vs Lanczos at 1M parameters; KPM vs SLQ, Hutch++ vs Hutchinson (`benchmarks/ntk.py`)",
     "curvature_fn": "Curvature constructors: compile once, vmapped seeds, analyze (`benchmarks/curvature_fn.py`)",
 }
 HEADER = """# Benchmarks

@@ -58,7 +58,8 @@ def _default_out() -> str:
 def _cmd_analyze(args) -> int:
     from .experiments.analyze import analyze
 
-    payload = analyze(args.run_dir, args.steps, k=args.k, progress=not args.quiet)
+    payload = analyze(args.run_dir, args.steps, k=args.k, progress=not args.quiet, ntk=args.ntk,
+                      layers=args.layers, track=args.track, lyapunov=args.lyapunov)
     run_dir = Path(args.run_dir)
     for entry in payload["checkpoints"]:
         for s in entry["seeds"]:
@@ -67,6 +68,8 @@ def _cmd_analyze(args) -> int:
             print(f"step {entry['step']} seed {s['seed']}: " + ("; ".join(parts) if parts else "no LoP manifold found"))
     print(f"manifolds: {run_dir / 'manifolds.json'}")
     print(f"figure: {run_dir / 'figures' / 'manifolds_curvature.png'}")
+    if args.ntk or args.track or args.lyapunov:
+        print(f"figure: {run_dir / 'figures' / 'manifolds_dynamics.png'}")
     return 0
 
 
@@ -148,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("run_dir")
     a.add_argument("--steps", default="all", help="all | last | comma-separated checkpoint steps")
     a.add_argument("--k", type=int, default=3, help="eigenpairs at each end of the normal spectrum")
+    a.add_argument("--ntk", action="store_true",
+                   help="eNTK J J^T of the logits on the metric batch (effective rank, condition number) and "
+                        "the normal eNTK J P_N J^T of each manifold")
+    a.add_argument("--layers", action="store_true", help="normal spectrum restricted to each layer's parameters")
+    a.add_argument("--track", action="store_true",
+                   help="principal angles between the k lowest / k highest normal eigenvectors of successive "
+                        "selected checkpoints")
+    a.add_argument("--lyapunov", type=int, default=0, metavar="W",
+                   help="finite-time Lyapunov exponents of the normal dynamics over W steps of the run's optimiser "
+                        "on the metric batch (0: off)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=_cmd_analyze)
 

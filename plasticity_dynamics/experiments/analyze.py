@@ -11,6 +11,24 @@ For every selected checkpoint and seed, on the fixed metric batch of the checkpo
 3. the leakage ‖P_N g‖ / ‖g‖ of the loss gradient and the distance of the point from the
    manifold's reference leaf (0 at detection: the manifold is built at the point).
 
+Optional, per checkpoint and seed (flags of ``analyze``; each adds keys to ``manifolds.json``):
+
+- ``--ntk``: the eNTK ``J J^T`` of the logits on the metric batch (eval mode):
+  ``seed["ntk"]`` with effective rank, condition number, lambda_max, trace; and for each
+  manifold the normal eNTK ``J P_N J^T`` (``manifolds[name]["ntk"]``: how far the outputs can
+  still move off the trap). ``pdx.curvature.ntk_spectrum`` (dense up to 512 outputs, else the
+  32 largest by Lanczos: the rank is then that of the top 32).
+- ``--layers``: the normal spectrum restricted to each layer's parameters
+  (``manifolds[name]["layers"][layer]``, ``pdx.curvature.layer_spectra``).
+- ``--track``: principal angles (radians, ascending) between the k lowest and the k highest
+  normal eigenvectors and those of the previous selected checkpoint (``manifolds[name]
+  ["angles_low"]`` / ``["angles_high"]``, ``pdx.curvature.principal_angles``).
+- ``--lyapunov W``: the k leading finite-time Lyapunov exponents of the normal dynamics over W
+  steps of the run's optimiser from the checkpoint's (params, optimiser state), on the
+  checkpoint's metric batch (full batch, not the run's minibatch sequence: the stream's
+  batches are not replayed here), ``manifolds[name]["lyapunov"]``
+  (``pdx.curvature.normal_lyapunov``).
+
 The loss is the masked training loss in train mode with dropout off (the gradient the optimiser
 sees, without its noise). Writes ``RUN_DIR/manifolds.json`` and ``RUN_DIR/figures/manifolds_*``.
 
@@ -94,7 +112,8 @@ def _manifold_record(out, i: int, dim: int) -> dict:
 
 
 def analyze(run_dir: str | Path, steps: str = "all", *, k: int = 3, progress: bool = True,
-            num_iters: int | None = None) -> dict:
+            num_iters: int | None = None, ntk: bool = False, layers: bool = False,
+            track: bool = False, lyapunov: int = 0) -> dict:
     """Detect manifolds and their normal spectra at the checkpoints of ``run_dir``; returns the
     ``manifolds.json`` payload (also written to disk, atomically).
 
@@ -125,7 +144,10 @@ def analyze(run_dir: str | Path, steps: str = "all", *, k: int = 3, progress: bo
         out = plain.apply({**rest, "params": params}, x, train=True)
         return masked_loss(out.logits, y, mask, kind)[0]
 
+    if isinstance(lyapunov, bool) or not isinstance(lyapunov, int) or lyapunov < 0:
+        raise InputError(f"--lyapunov {lyapunov!r} must be a window length >= 0 (0: off)")
     kernel = spectra_kernel(loss_fn, k=k, num_iters=num_iters)
+    extras = _Extras(plain, c.optimizer, kind, loss_fn, k, ntk, layers, track, lyapunov)
     records = []
     bar = progress_bar(len(chosen) * len(config.seeds), progress, desc="analyze", unit="ckpt·seed")
     t0 = time.perf_counter()
@@ -155,13 +177,139 @@ def analyze(run_dir: str | Path, steps: str = "all", *, k: int = 3, progress: bo
                 if dims[i] == 0:
                     continue
                 seed_entry["manifolds"][name] = _manifold_record(out, i, dims[i])
+                if extras.any:
+                    seed_entry["manifolds"][name].update(extras.manifold(
+                        name, i, jax.tree_util.tree_map(lambda a: a[i], variables),
+                        jax.tree_util.tree_map(lambda a: a[i], state["opt_state"]), mans[i],
+                        jax.tree_util.tree_map(lambda a: a[i], out[0].eigenvectors), (x, y, mask)))
+        if ntk:
+            for i, seed_entry in enumerate(entry["seeds"]):
+                seed_entry["ntk"] = extras.ntk(jax.tree_util.tree_map(lambda a: a[i], variables), x)
         records.append(entry)
     bar.close()
     payload = {"run_dir": str(run_dir), "k": k, "wall_time_s": round(time.perf_counter() - t0, 2),
+               "options": {"ntk": ntk, "layers": layers, "track": track, "lyapunov": lyapunov},
                "loss": "masked training loss, train mode, dropout off", "checkpoints": records}
     atomic_write_json(run_dir / "manifolds.json", payload)
     plot_analysis(payload, run_dir / "figures")
+    if ntk or track or lyapunov:
+        plot_dynamics(payload, run_dir / "figures")
     return payload
+
+
+def _ntk_record(s) -> dict:
+    return {"effective_rank": s.effective_rank, "condition_number": s.condition_number,
+            "lambda_max": float(s.eigenvalues[0]) if s.eigenvalues.size else 0.0,
+            "trace": s.trace, "method": s.method, "size": s.size,
+            "num_eigenvalues": int(s.eigenvalues.size)}
+
+
+class _Extras:
+    """The optional per-seed analyses (--ntk, --layers, --track, --lyapunov) on the host."""
+
+    def __init__(self, model, optimizer, kind, loss_fn, k, ntk, layers, track, lyapunov):
+        from ..training.step import train_step
+
+        self.k, self.do_ntk, self.do_layers, self.do_track, self.window = k, ntk, layers, track, lyapunov
+        self.any = ntk or layers or track or bool(lyapunov)
+        self.loss_fn = loss_fn
+        self.prev = {}
+
+        def ntk_logits(params, batch):
+            """eNTK function: eval mode; ``batch = (rest, x)`` so that the batch statistics are
+            traced arguments (not differentiated: J is taken with respect to params only)."""
+            rest, x = batch
+            return model.apply({**rest, "params": params}, x, train=False).logits
+
+        self.ntk_fn = ntk_logits
+
+        def analysis_step(state, t):
+            """One step of the run's optimiser on the metric batch (full batch, fixed)."""
+            x, y, mask = state["batch"]
+            v, o, _, _, _ = train_step(model, optimizer, kind, {**state["rest"], "params": state["params"]},
+                                       state["opt"], x, y, mask, jax.random.fold_in(jax.random.PRNGKey(0), t))
+            return {"params": v["params"], "opt": o, "rest": state["rest"], "batch": state["batch"]}
+
+        self.step = analysis_step
+
+    def ntk(self, variables, x) -> dict:
+        from ..curvature import ntk_spectrum
+
+        rest = {k_: v for k_, v in variables.items() if k_ != "params"}
+        return _ntk_record(ntk_spectrum(self.ntk_fn, variables["params"], (rest, x)))
+
+    def manifold(self, name, i, variables, opt_state, manifold, vectors, batch) -> dict:
+        from ..curvature import layer_spectra, normal_lyapunov, ntk_spectrum, principal_angles
+
+        out = {}
+        params = variables["params"]
+        rest = {k_: v for k_, v in variables.items() if k_ != "params"}
+        x, y, mask = batch
+        if self.do_ntk:
+            out["ntk"] = _ntk_record(ntk_spectrum(self.ntk_fn, params, (rest, x), manifold=manifold))
+        if self.do_layers:
+            spectra = layer_spectra(self.loss_fn, params, manifold, k=self.k, args=(rest, x, y, mask))
+            out["layers"] = {layer: {"normal_dim": sp.normal_dim, "verdict": sp.verdict,
+                                     "lambda_min": float(sp.eigenvalues.min()),
+                                     "lambda_max": float(sp.eigenvalues.max())} for layer, sp in spectra.items()}
+        if self.do_track:
+            k = self.k
+            low = jax.tree_util.tree_map(lambda a: np.asarray(a)[:k], vectors)
+            high = jax.tree_util.tree_map(lambda a: np.asarray(a)[k:], vectors)
+            prev = self.prev.get((name, i))
+            if prev is not None:
+                out["angles_low"] = [float(a) for a in principal_angles(prev[0], low)]
+                out["angles_high"] = [float(a) for a in principal_angles(prev[1], high)]
+            self.prev[(name, i)] = (low, high)
+        if self.window:
+            st = {"params": params, "opt": opt_state, "rest": rest, "batch": (x, y, mask)}
+            try:
+                ly = normal_lyapunov(self.step, st, manifold, k=self.k, steps=self.window)
+                out["lyapunov"] = {"window": self.window, "exponents": [float(e) for e in ly.exponents],
+                                   "growth": [float(g) for g in ly.growth]}
+            except InputError as err:  # e.g. Adam at zero second moment on dead units' weights
+                out["lyapunov"] = {"window": self.window, "exponents": [], "growth": [], "error": str(err)}
+        return out
+
+
+def plot_dynamics(payload: dict, out_dir: Path) -> list:
+    """eNTK effective rank against task; normal eNTK lambda_max against the normal Hessian
+    extremes; principal angles and Lyapunov exponents against step (what was recorded)."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting.run import save_figure
+
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.5))
+    for entry in payload["checkpoints"]:
+        for s in entry["seeds"]:
+            if "ntk" in s:
+                axes[0].scatter(entry["task"], s["ntk"]["effective_rank"], color="C0", s=20)
+            for j, (name, m) in enumerate(sorted(s["manifolds"].items())):
+                col = f"C{j + 1}"
+                if "ntk" in m:
+                    axes[1].scatter(m["ntk"]["lambda_max"], m["lambda_min"], color=col, marker="v", s=20)
+                    axes[1].scatter(m["ntk"]["lambda_max"], m["lambda_max"], color=col, marker="^", s=20)
+                for key, mk in (("angles_low", "v"), ("angles_high", "^")):
+                    if key in m and m[key]:
+                        axes[2].scatter(entry["step"], max(m[key]), color=col, marker=mk, s=20)
+                if m.get("lyapunov", {}).get("exponents"):
+                    axes[3].scatter(entry["step"], m["lyapunov"]["exponents"][0], color=col, s=20)
+    axes[0].set_title("eNTK effective rank (metric batch) against task", fontsize=9)
+    axes[0].set_xlabel("task")
+    axes[1].set_title("normal Hessian extremes (v min, ^ max) against\nnormal eNTK λ_max (C1 cloned, C2 frozen)",
+                      fontsize=8)
+    axes[1].set_xlabel("normal eNTK λ_max")
+    axes[1].set_xscale("symlog", linthresh=1e-6)
+    axes[1].set_yscale("symlog", linthresh=1e-6)
+    axes[2].set_title("largest principal angle to the previous checkpoint\n(v k lowest, ^ k highest normal eigvecs)",
+                      fontsize=8)
+    axes[2].set_ylabel("radians")
+    axes[3].set_title("top normal Lyapunov exponent (per step)", fontsize=9)
+    axes[3].axhline(0, color="grey", linewidth=0.6)
+    for ax in axes[2:]:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    return save_figure(fig, Path(out_dir) / "manifolds_dynamics")
 
 
 def plot_analysis(payload: dict, out_dir: Path) -> list:

@@ -129,7 +129,8 @@ def _summary_md(fig: Figure, scale: str, wall: float, result: dict, others: dict
 
 def _load_all() -> None:
     """Import the experiment modules so that they register their figures."""
-    from . import bitflip, cloning, cloning_curvature, continual, fate, theory_registry  # noqa: F401
+    from . import (bitflip, cloning, cloning_curvature, continual, fate, ntk_trajectory,  # noqa: F401
+                   theory_registry)
 
 
 def figures() -> dict[str, Figure]:

@@ -8,6 +8,7 @@ ranks (:mod:`.ranks`), parameter signals and accuracy (:mod:`.signals`), layouts
 (:mod:`.model_metrics`); names in :mod:`.names`; unit fate tracking in :mod:`.fate`.
 """
 
+from .churn import CHURN_KINDS, churn
 from .clone_r2 import clone_r2, clone_r2_std_ratio, interleaved_partition
 from .fate import STATES, UnitStates, track_fate, unit_states
 from .layout import LAYER_KINDS, flatten_units
@@ -56,7 +57,7 @@ from .units import (
 __all__ = [
     "LAYER_KINDS", "LOSSES", "METRIC_NAMES", "STATES",
     "CloneClusters", "MetricInfo", "MetricOptions", "UnitStates",
-    "accuracy", "approximate_rank", "clone_clusters", "clone_r2", "clone_r2_std_ratio", "cluster_members",
+    "CHURN_KINDS", "accuracy", "approximate_rank", "churn", "clone_clusters", "clone_r2", "clone_r2_std_ratio", "cluster_members",
     "connected_components", "cosine_similarity", "dead_fraction", "dead_units", "describe_metrics",
     "dormant_fraction", "dormant_scores", "dormant_units", "duplicate_fraction", "duplicate_fraction_pearson",
     "duplicate_units", "effective_rank", "flatten_units", "frozen_fraction", "frozen_units", "hard_rank",

@@ -45,10 +45,13 @@ def run_dir(tmp_path_factory):
 
 
 def test_analyze_finds_planted_dead_units_with_zero_normal_block(run_dir, capsys):
-    assert main(["analyze", str(run_dir), "--steps", "last", "--quiet"]) == 0
+    assert main(["analyze", str(run_dir), "--steps", "last", "--ntk", "--quiet"]) == 0
     payload = json.loads((run_dir / "manifolds.json").read_text())
     seed = payload["checkpoints"][-1]["seeds"][0]
     frozen = seed["manifolds"]["frozen"]
+    # --ntk: the eNTK's rank lies in [1, B C]; the planted dead units move no output (normal eNTK 0)
+    assert 1.0 <= seed["ntk"]["effective_rank"] <= seed["ntk"]["size"]
+    assert frozen["ntk"]["lambda_max"] <= 1e-6 * max(seed["ntk"]["lambda_max"], 1.0)
     assert frozen["verdict"] == "degenerate"
     assert max(abs(frozen["lambda_min"]), abs(frozen["lambda_max"])) <= frozen["tolerance"]
     assert frozen["leakage"] < 1e-6
@@ -121,3 +124,31 @@ def test_analyze_bad_input(run_dir, tmp_path, capsys):
     assert main(["analyze", str(run_dir), "--steps", "99", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "99" in err[1]
+
+
+@pytest.mark.slow
+def test_analyze_ntk_layers_track_lyapunov(run_dir, capsys):
+    """The optional records land in manifolds.json with their figure: eNTK rank within the batch
+    size x outputs, the normal eNTK of the planted frozen units (whose outputs cannot move:
+    they only feed a layer through exactly dead activations, so its lambda_max is ~0), per-layer
+    normal spectra, angles from the second checkpoint on, and Lyapunov exponents."""
+    assert main(["analyze", str(run_dir), "--ntk", "--layers", "--track", "--lyapunov", "3", "--quiet"]) == 0
+    payload = json.loads((run_dir / "manifolds.json").read_text())
+    assert payload["options"] == {"ntk": True, "layers": True, "track": True, "lyapunov": 3}
+    first, last = payload["checkpoints"][0]["seeds"][0], payload["checkpoints"][-1]["seeds"][0]
+    assert 1.0 <= first["ntk"]["effective_rank"] <= first["ntk"]["size"]
+    frozen = last["manifolds"]["frozen"]
+    assert frozen["ntk"]["lambda_max"] <= 1e-6 * max(last["ntk"]["lambda_max"], 1.0)
+    # the planted units of dense_1 own their incoming weights (dense_1) and outgoing rows (out)
+    assert frozen["layers"] and "dense_1" in frozen["layers"]
+    assert sum(v["normal_dim"] for v in frozen["layers"].values()) == frozen["normal_dim"]
+    assert "angles_low" not in payload["checkpoints"][0]["seeds"][0]["manifolds"]["frozen"]
+    ang = frozen["angles_low"]
+    assert len(ang) >= 1 and all(0 <= a <= np.pi / 2 + 1e-9 for a in ang) and ang == sorted(ang)
+    ly = frozen["lyapunov"]  # Adam (the default optimiser) on exactly dead units: no derivative
+    assert ly["window"] == 3 and (len(ly["exponents"]) == payload["k"] or "eps_root" in ly["error"])
+    ly = last["manifolds"].get("cloned", frozen)["lyapunov"]
+    assert ly["window"] == 3
+    assert (run_dir / "figures" / "manifolds_dynamics.png").stat().st_size > 1000
+    assert "manifolds_dynamics" in capsys.readouterr().out
+    assert main(["analyze", str(run_dir), "--lyapunov", "-2", "--quiet"]) == 2

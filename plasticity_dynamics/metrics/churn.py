@@ -1,0 +1,59 @@
+"""Churn: how much one update moves the outputs on data it was not computed on.
+
+C-CHAIN (Tang, Obando-Ceron, Castro, Courville & Berseth, "Mitigating plasticity loss in
+continual reinforcement learning by reducing churn", ICML 2025, building on Schaul et al. 2022
+and Tang & Berseth 2024) defines the churn of an update ``theta -> theta'`` as the change of the
+network's outputs on a reference batch *not used for the update*,
+``C(theta, theta') = E_{x ~ B_ref} | f_theta'(x) - f_theta(x) |`` (value churn; for a policy
+the change of the action distribution). LoP studies in supervised continual learning report the
+same quantity on a held-out batch at task boundaries, in its mean-absolute and
+prediction-flip forms. The variants here, for logits ``(B, C)``:
+
+- ``abs`` (default, C-CHAIN's value churn): ``mean_{b, c} |f'(x_b)_c - f(x_b)_c|``;
+- ``l2``: ``mean_b ||f'(x_b) - f(x_b)||_2``;
+- ``kl``: ``mean_b KL(softmax f(x_b) || softmax f'(x_b))`` (policy churn);
+- ``flip``: ``mean_b 1[argmax f'(x_b) != argmax f(x_b)]`` (fraction of changed predictions).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from ..errors import InputError, check_choice
+
+CHURN_KINDS = ("abs", "l2", "kl", "flip")
+
+
+def churn(fn: Callable, params_before, params_after, x, *, kind: str = "abs") -> jax.Array:
+    """Churn of the update ``params_before -> params_after`` on the reference batch ``x``.
+
+    Args:
+      fn: ``fn(params, x) -> outputs (B, C)`` (logits; any trailing shape is flattened).
+      params_before, params_after: pytrees of the same structure.
+      x: a reference batch that was *not* used for the update (C-CHAIN's out-of-batch data).
+      kind: ``abs`` (default), ``l2``, ``kl`` or ``flip`` (module docstring for formulas).
+    Returns:
+      float32 scalar. Jit-able (``kind`` static). Cost: two forward passes.
+    Raises InputError for an unknown kind or outputs that are not at least 2-D ``(B, ...)``.
+    """
+    check_choice("kind", kind, CHURN_KINDS)
+    a = fn(params_before, x)
+    b = fn(params_after, x)
+    if a.ndim < 2:
+        raise InputError(f"fn(params, x) must return outputs of shape (B, C), got shape {a.shape}")
+    a = a.reshape(a.shape[0], -1)
+    b = b.reshape(b.shape[0], -1)
+    if kind == "abs":
+        return jnp.mean(jnp.abs(b - a))
+    if kind == "l2":
+        return jnp.mean(jnp.linalg.norm(b - a, axis=-1))
+    if kind == "kl":
+        la, lb = jax.nn.log_softmax(a, -1), jax.nn.log_softmax(b, -1)
+        return jnp.mean(jnp.sum(jnp.exp(la) * (la - lb), axis=-1))
+    return jnp.mean((jnp.argmax(a, -1) != jnp.argmax(b, -1)).astype(jnp.float32))
+
+
+__all__ = ["churn", "CHURN_KINDS"]

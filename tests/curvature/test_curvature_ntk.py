@@ -1,0 +1,87 @@
+"""eNTK spectra (plain and normal) against jax.jacobian + eigh in float64, and churn."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from _curvature_testkit import ClonePairManifold, flat64, mlp_apply, mlp_params, normal_data, projector_matrix
+
+import plasticity_dynamics as pdx
+from plasticity_dynamics.errors import InputError
+
+curv = pdx.curvature
+P = mlp_params(0, 3, 6, 4)
+X, = normal_data(1, (5, 3))
+MAN = ClonePairManifold([(0, 1), (2, 3)], 3, 4)
+
+
+def fn(p, x):
+    return mlp_apply(p, x)
+
+
+def jac64(p, x):
+    """(B C, n) float64 Jacobian of the flattened logits (jax leaf order), by jax.jacobian."""
+    with jax.enable_x64(True):
+        leaves, treedef = jax.tree.flatten(p)
+
+        def f(vec):
+            parts, i = [], 0
+            for leaf in leaves:
+                parts.append(vec[i:i + leaf.size].reshape(leaf.shape))
+                i += leaf.size
+            return mlp_apply(treedef.unflatten(parts), jnp.asarray(np.asarray(x, np.float64))).reshape(-1)
+
+        return np.asarray(jax.jacobian(f)(jnp.asarray(flat64(p))), np.float64)
+
+
+def test_ntk_dense_and_lanczos_match_jacobian_eigh():
+    j = jac64(P, X)
+    ev = np.linalg.eigvalsh(j @ j.T)[::-1]
+    s = curv.ntk_spectrum(fn, P, X)
+    assert s.method == "dense" and s.size == 20 and s.eigenvalues.shape == (20,)
+    assert np.allclose(s.eigenvalues, ev, atol=1e-4 * ev[0])
+    p = ev / ev.sum()
+    assert s.effective_rank == pytest.approx(np.exp(-np.sum(p * np.log(p))), rel=1e-4)
+    assert s.condition_number == pytest.approx(ev[0] / ev[-1], rel=1e-2)
+    assert s.trace == pytest.approx(np.sum(j * j), rel=1e-5)
+    lz = curv.ntk_spectrum(fn, P, X, k=4, method="lanczos")
+    assert lz.method == "lanczos" and lz.eigenvalues.shape == (4,)
+    assert np.allclose(lz.eigenvalues, ev[:4], rtol=1e-4)
+    assert lz.condition_number == pytest.approx(ev[0] / ev[3], rel=1e-3)
+
+
+def test_normal_ntk_is_j_pn_jt():
+    j = jac64(P, X)
+    pn = projector_matrix(MAN.normal, P)
+    ev = np.clip(np.linalg.eigvalsh(j @ pn @ j.T)[::-1], 0, None)
+    s = curv.ntk_spectrum(fn, P, X, manifold=MAN)
+    assert np.allclose(s.eigenvalues, ev, atol=1e-4 * ev[0])
+    # rank of J P_N J^T is at most normal_dim = 2 (3 + 1 + 4) = 16 < 20: singular kernel
+    assert s.condition_number == np.inf
+
+
+def test_ntk_bad_input_is_one_line_error():
+    with pytest.raises(InputError, match="k=0"):
+        curv.ntk_spectrum(fn, P, X, k=0)
+    with pytest.raises(InputError, match=r"shape \(5, 2, 2\)"):
+        curv.ntk_spectrum(lambda p, x: fn(p, x).reshape(5, 2, 2), P, X)
+    with pytest.raises(InputError, match="method='qr'"):
+        curv.ntk_spectrum_fn(fn, method="qr")
+
+
+def test_churn_matches_numpy_formulas():
+    after = jax.tree.map(lambda a: a + 0.05, P)
+    a, b = np.asarray(fn(P, X), np.float64), np.asarray(fn(after, X), np.float64)
+    ch = pdx.metrics.churn
+    assert float(ch(fn, P, after, X)) == pytest.approx(np.mean(np.abs(b - a)), rel=1e-5)
+    assert float(ch(fn, P, after, X, kind="l2")) == pytest.approx(np.mean(np.linalg.norm(b - a, axis=1)), rel=1e-5)
+    la = a - np.log(np.sum(np.exp(a), 1, keepdims=True))
+    lb = b - np.log(np.sum(np.exp(b), 1, keepdims=True))
+    kl = np.mean(np.sum(np.exp(la) * (la - lb), 1))
+    assert float(ch(fn, P, after, X, kind="kl")) == pytest.approx(kl, rel=1e-3, abs=1e-7)
+    flip = np.mean(np.argmax(a, 1) != np.argmax(b, 1))
+    assert float(ch(fn, P, after, X, kind="flip")) == pytest.approx(flip)
+    assert float(ch(fn, P, P, X)) == 0.0
+    with pytest.raises(InputError, match="kind='sq'"):
+        ch(fn, P, after, X, kind="sq")
