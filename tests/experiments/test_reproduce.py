@@ -132,7 +132,7 @@ def test_medium_scale_only_where_a_figure_has_a_preset(tmp_path):
     from plasticity_dynamics.errors import InputError
 
     with_medium = {n for n, f in figures().items() if "medium" in f.scales}
-    assert with_medium == {"continual", "normalisation", "unit-fate", "cloning-families"}
+    assert with_medium == {"continual", "normalisation", "unit-fate", "cloning-families", "ntk-trajectory"}
     with pytest.raises(InputError, match="'cloning' has presets for smoke, small, paper only"):
         reproduce("cloning", "medium", tmp_path / "x", progress=False)
     assert not (tmp_path / "x").exists()
