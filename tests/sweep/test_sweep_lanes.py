@@ -1,12 +1,12 @@
 """Sweep lanes: a 4 x 4 lr x sigma0 noisy-SGD grid with 2 seeds (32 lanes) is one compiled
 program, and every lane equals its separate run (engine equivalence style).
 
-Exact under SGD: noisy SGD with sigma0 = 0 adds exact zeros, so those 8 lanes are plain SGD and
-their final parameters and optimiser state equal the separate runs' bit for bit. With noise
-(same keys: a lane's noise key is its seed's, as in a separate run) the states agree to float32
-rounding: the per-tensor gradient norm that scales the noise is a reduction whose order XLA
-picks per lane count. Recorded losses agree to one float32 ulp (the forward loss reduction is
-fused differently for 32 lanes than for 2; the parameters are not affected).
+A lane runs the code of a separate ``train`` run (the optimiser values are arguments in both),
+with the same keys (a lane's data, dropout and noise keys are its seed's). What differs is the
+vmapped lane count, and XLA:CPU picks its batched-matmul and reduction strategies by shape:
+measured here, SGD lanes are bit-identical to separate runs up to 16 lanes of the tiny MLP
+(tested below with 8), while at 32 lanes the states differ by float32 rounding (~1e-8), as the
+engine's vmapped-seeds test already allows. Recorded losses agree to about one float32 ulp.
 """
 
 import contextlib
@@ -58,22 +58,27 @@ def test_grid_is_one_program_and_lanes_equal_separate_runs():
     engine._PROGRAMS.clear()
     engine.TRACE_COUNTS.clear()
     with compiles() as names:
-        lanes = train_lanes(list(spec.configs), progress=False)
+        lanes = train_lanes(list(spec.configs), progress=False, devices=1)
     assert count(names, "chunk") == 1 and engine.TRACE_COUNTS["chunk"] == 1, names
     for cfg, lane in zip(spec.configs, lanes):
-        alone = train(cfg, progress=False)
+        alone = train(cfg, progress=False, devices=1)
         assert lane.config == cfg and lane.error is None
         a, b = alone.table.columns, lane.table.columns
         for col in ("step", "seed", "task", "layer", "metric"):
             np.testing.assert_array_equal(a[col], b[col])
-        np.testing.assert_allclose(a["value"], b["value"], rtol=3e-7, atol=0)  # <= 1 ulp
-        pairs = list(zip(jax.tree_util.tree_leaves(alone.final_state), jax.tree_util.tree_leaves(lane.final_state)))
-        if cfg.optim.noise_sigma0 == 0.0:
-            for x, y in pairs:
-                np.testing.assert_array_equal(x, y, err_msg=f"lr={cfg.optim.lr}")
-        else:
-            for x, y in pairs:
-                np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=f"lr={cfg.optim.lr}")
+        np.testing.assert_allclose(a["value"], b["value"], rtol=1e-6, atol=0)
+        for x, y in zip(jax.tree_util.tree_leaves(alone.final_state), jax.tree_util.tree_leaves(lane.final_state)):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=f"lr={cfg.optim.lr}")
+
+
+def test_sgd_lanes_are_bit_identical_to_separate_runs():
+    spec = parse_sweep({"sweep": {"seeds": [0, 1], "axes": {"optim.lr": LRS}},
+                        "base": {**BASE, "optim": {"name": "sgd"}}})
+    lanes = train_lanes(list(spec.configs), progress=False, devices=1)
+    for cfg, lane in zip(spec.configs, lanes):
+        alone = train(cfg, progress=False, devices=1)
+        for x, y in zip(jax.tree_util.tree_leaves(alone.final_state), jax.tree_util.tree_leaves(lane.final_state)):
+            np.testing.assert_array_equal(x, y, err_msg=f"lr={cfg.optim.lr}")
 
 
 def test_sweep_directory_cells_and_table(tmp_path):
