@@ -35,6 +35,7 @@ from benchmarks.common import default_out, environment, environment_line, table,
 
 import plasticity_dynamics as pdx
 from plasticity_dynamics.errors import ConvergenceWarning
+from plasticity_dynamics.losses import masked_loss
 
 curv = pdx.curvature
 
@@ -100,7 +101,7 @@ def make_problem(widths, batch, seed=0):
             h = h @ p[f"w{i}"] + p[f"b{i}"]
             if i < depth - 1:
                 h = jnp.tanh(h)
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(h), y[:, None], 1))
+        return masked_loss(h, y)[0]
 
     return params, man, loss, (x, y)
 

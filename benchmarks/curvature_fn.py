@@ -13,7 +13,11 @@ is callable from a test. Sections (``--only analyze,resnet,seeds,crossover``):
    one ``normal_spectrum_fn`` call (Lanczos, ``--resnet-iters`` steps), compile time apart
    (sum of jax.monitoring compile events), peak host memory (ru_maxrss of a fresh process),
    gradient and HVP time, and the spectrum's time over (HVPs used x HVP time). Goal: < 120 s
-   in all on 2 cores, <= 3x its HVPs alone. Runs in a subprocess (clean memory peak).
+   in all on 2 cores, <= 3x its HVPs alone. Runs in a subprocess (clean memory peak). On CPU
+   the kernel is the unrolled Lanczos (``loop="auto"``): XLA:CPU runs convolution gradients
+   inside a loop body about 20x slower than at top level (jax-ml/jax#12868; measured on the
+   paper CNN: 20.5 s per HVP in a ``fori_loop`` against 0.38 s unrolled), which is why the
+   looped kernel did not finish in 900 s.
 3. ``seeds``: 4 seeds of a 7k-parameter MLP: ``jit(vmap(normal_spectrum_fn(...)))`` against a
    Python loop over the same function (warm medians), and their eigenvalues' agreement.
 4. ``crossover``: dense (padded bucket) against Lanczos, warm, for normal_dim 8 ... 256: where
@@ -40,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import default_out, environment, environment_line, table, timed, write_json
+from plasticity_dynamics.losses import masked_loss
 
 COMPILE = "/jax/core/compile/backend_compile_duration"
 ALL_COMPILE = ("/jax/core/compile/jaxpr_trace_duration",
@@ -105,7 +110,6 @@ def _baseline_analyze(run_dir: Path, k: int) -> int:
     from plasticity_dynamics.manifolds import detect
     from plasticity_dynamics.training import Config, build, list_checkpoints, load_checkpoint
     from plasticity_dynamics.training.engine import init_state
-    from plasticity_dynamics.training.step import masked_loss
 
     config = Config.from_toml(run_dir / "config.toml")
     c = build(config)
@@ -176,7 +180,8 @@ def section_resnet(quick: bool, iters: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _resnet(quick: bool, iters: int, batch: int = 32, k: int = 3, preset: str | None = None) -> dict:
+def _resnet(quick: bool, iters: int, batch: int = 32, k: int = 3, preset: str | None = None,
+            loop: str = "auto") -> dict:
     from jax.flatten_util import ravel_pytree
 
     import plasticity_dynamics as pdx
@@ -192,7 +197,7 @@ def _resnet(quick: bool, iters: int, batch: int = 32, k: int = 3, preset: str | 
 
     def loss(p, rest, x, y):
         logits = model.apply({**rest, "params": p}, x, train=True).logits
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+        return masked_loss(logits, y)[0]
 
     part = pdx.manifolds.unit_partition(model, variables)
     layer = next(name for name, lu in part.layers.items() if lu.activation)
@@ -202,7 +207,7 @@ def _resnet(quick: bool, iters: int, batch: int = 32, k: int = 3, preset: str | 
     hvp = jax.jit(lambda p, v, rest, x, y: pdx.curvature.hvp(lambda q: loss(q, rest, x, y), p, v))
     tg = timed(lambda: grad(params, rest, x, y), repeats=2)
     th = timed(lambda: hvp(params, params, rest, x, y), repeats=2)
-    fn = pdx.curvature.normal_spectrum_fn(loss, k=k, method="lanczos", num_iters=iters)
+    fn = pdx.curvature.normal_spectrum_fn(loss, k=k, method="lanczos", num_iters=iters, loop=loop)
     with Compiles() as comp:
         t0 = time.perf_counter()
         data = jax.block_until_ready(fn(params, man, rest, x, y))
@@ -210,7 +215,7 @@ def _resnet(quick: bool, iters: int, batch: int = 32, k: int = 3, preset: str | 
     hvps = int(data.num_hvps)
     run_s = total - comp.seconds
     return {"preset": preset, "params": n, "normal_dim": man.normal_dim, "layer": layer, "batch": batch,
-            "k": k, "num_iters": iters, "grad_s": tg["median_s"], "hvp_s": th["median_s"],
+            "k": k, "num_iters": iters, "loop": loop, "backend": jax.default_backend(), "grad_s": tg["median_s"], "hvp_s": th["median_s"],
             "hvp_over_grad": th["median_s"] / tg["median_s"], "num_hvps": hvps,
             "spectrum_total_s": total, "spectrum_compile_s": comp.seconds, "spectrum_run_s": run_s,
             "run_over_hvps": run_s / (hvps * th["median_s"]),
@@ -236,7 +241,7 @@ def _mlp_problem(widths, batch, seed):
 
     def loss(p, x, y):
         logits = model.apply({"params": p}, x).logits
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+        return masked_loss(logits, y)[0]
 
     return model, variables["params"], loss, x, y
 

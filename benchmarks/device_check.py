@@ -32,6 +32,7 @@ import numpy as np
 
 from benchmarks.common import default_out, environment, write_json
 from benchmarks.curvature_fn import Compiles, _resnet
+from plasticity_dynamics.losses import masked_loss
 
 
 def _devices() -> dict:
@@ -44,7 +45,8 @@ def _chunk_seeds(family: str, preset: str, steps: int, seeds: int, batch: int = 
     import optax
 
     import plasticity_dynamics as pdx
-    from plasticity_dynamics.training.step import train_step
+    from plasticity_dynamics.loop import run_steps
+    from plasticity_dynamics.training.step import make_step
 
     model = pdx.models.create(family, preset=preset, dropout=0.0)
     shape = (32, 32, 3) if family != "mlp" else (784,)
@@ -58,13 +60,9 @@ def _chunk_seeds(family: str, preset: str, steps: int, seeds: int, batch: int = 
         variables = model.init(jax.random.PRNGKey(seed), xs[0, :2])
         state = (variables, opt.init(variables["params"]))
 
-        def body(s, i):
-            v, o = s
-            v, o, loss, _, _ = train_step(model, opt, "xent", v, o, xs[i], ys[i], mask,
-                                          jax.random.fold_in(jax.random.PRNGKey(seed), i))
-            return (v, o), loss
-
-        return jax.lax.scan(body, state, jnp.arange(steps))[1]
+        step = make_step(model, opt, "xent",
+                         lambda i: (xs[i], ys[i], mask, jax.random.fold_in(jax.random.PRNGKey(seed), i)))
+        return run_steps(step, state, steps)[1][0]
 
     out = {}
     for n in (1, seeds):
@@ -87,7 +85,8 @@ def _cloning(preset: str, steps: int, batch: int = 128) -> dict:
     import optax
 
     import plasticity_dynamics as pdx
-    from plasticity_dynamics.training.step import train_step
+    from plasticity_dynamics.loop import run_steps
+    from plasticity_dynamics.training.step import make_step
 
     model = pdx.models.create("cnn", preset=preset, dropout=0.0)
     rng = np.random.default_rng(1)
@@ -97,14 +96,12 @@ def _cloning(preset: str, steps: int, batch: int = 128) -> dict:
     opt = optax.sgd(0.01)
 
     def run(model_, variables):
-        def body(s, i):
-            v, o = s
-            x = jax.lax.dynamic_slice_in_dim(xs, i * batch, batch)
-            y = jax.lax.dynamic_slice_in_dim(ys, i * batch, batch)
-            v, o, loss, _, _ = train_step(model_, opt, "xent", v, o, x, y, mask, jax.random.PRNGKey(i))
-            return (v, o), loss
+        def batch_at(i):
+            return (jax.lax.dynamic_slice_in_dim(xs, i * batch, batch),
+                    jax.lax.dynamic_slice_in_dim(ys, i * batch, batch), mask, jax.random.PRNGKey(i))
 
-        (v, _), losses = jax.lax.scan(body, (variables, opt.init(variables["params"])), jnp.arange(steps))
+        (v, _), (losses, _) = run_steps(make_step(model_, opt, "xent", batch_at),
+                                        (variables, opt.init(variables["params"])), steps)
         return v, losses
 
     t0 = time.perf_counter()
@@ -130,7 +127,7 @@ def _must_hold() -> dict:
 
     def loss(p, x, y):
         logits = model.apply({"params": p}, x).logits
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+        return masked_loss(logits, y)[0]
 
     fn = pdx.curvature.normal_spectrum_fn(loss, k=2, method="lanczos")
     key = jax.device_put(jax.random.PRNGKey(0))

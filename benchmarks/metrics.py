@@ -178,6 +178,7 @@ def measure(name: str, model, x, y, repeats: int) -> dict:
     import jax.numpy as jnp
 
     import plasticity_dynamics as pdx
+    from plasticity_dynamics.losses import masked_loss
 
     m = pdx.metrics
     variables = model.init(jax.random.PRNGKey(0), x)
@@ -197,8 +198,7 @@ def measure(name: str, model, x, y, repeats: int) -> dict:
 
         def loss(pr):
             out = model.apply(v, x, probes=pr)
-            logp = jax.nn.log_softmax(out.logits)
-            return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1)), out
+            return masked_loss(out.logits, y)[0], out
 
         g, out = jax.grad(loss, has_aux=True)(probes)
         return out.activations, g, out.preactivations

@@ -2,10 +2,13 @@
 
 Import as ``import plasticity_dynamics as pdx``. Subpackages, one concept each:
 ``models``, ``data``, ``tasks``, ``optim``, ``training``, ``metrics``,
-``manifolds``, ``curvature``, ``theory``, ``experiments``, ``plotting``.
+``manifolds``, ``curvature``, ``theory``, ``experiments``, ``plotting``; modules ``loop``
+(the one training loop, ``run_steps``) and ``losses`` (the one loss, ``masked_loss``).
 """
 
 from . import errors
+from . import loop
+from . import losses
 from . import models
 from . import data
 from . import tasks
@@ -15,6 +18,7 @@ from . import manifolds
 from . import curvature
 from . import theory
 from . import training
+from .training import step as _step  # noqa: F401  (pdx.training.step.make_step)
 from . import experiments
 from . import plotting
 

@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-import optax
 
 import plasticity_dynamics as pdx
 from plasticity_dynamics.experiments.invariance import invariance
@@ -58,7 +57,7 @@ print(f"{M}: the manifold has {M.dim} dimensions inside {M.size}; {M.normal_dim}
 
 def loss_fn(params, x, y):
     logits = wide.apply({"params": params}, x).logits
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+    return pdx.losses.masked_loss(logits, y)[0]  # the package's one loss
 
 # %% [markdown]
 # ## 2. Block-constant gradients (Theorem 2.1)

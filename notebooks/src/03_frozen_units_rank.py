@@ -105,23 +105,19 @@ x_eval = jnp.asarray(data.x_test[:512])
 
 
 def train(model, params, opt, steps, key):
-    """``steps`` optimiser steps on random batches of 128 (one jitted lax.scan);
-    returns (final params, per-step losses)."""
+    """``steps`` optimiser steps on random batches of 128: the package's training step
+    (`pdx.training.step.make_step`, cross-entropy) in its one loop (`pdx.loop.run_steps`, a
+    jitted `lax.scan`); returns (final params, per-step losses)."""
 
-    def step(carry, t):
-        p, s = carry
-        idx = jax.random.randint(jax.random.fold_in(key, t), (128,), 0, x_train.shape[0])
+    def batch_at(t):
+        k = jax.random.fold_in(key, t)
+        idx = jax.random.randint(k, (128,), 0, x_train.shape[0])
+        return x_train[idx], y_train[idx], None, k
 
-        def loss(p):
-            logits = model.apply({"params": p}, x_train[idx]).logits
-            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y_train[idx]))
-
-        value, g = jax.value_and_grad(loss)(p)
-        u, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, u), s), value
-
-    (params, _), losses = jax.jit(lambda p: jax.lax.scan(step, (p, opt.init(p)), jnp.arange(steps)))(params)
-    return params, losses
+    step = pdx.training.step.make_step(model, opt, "xent", batch_at)
+    run = jax.jit(lambda v: pdx.loop.run_steps(step, (v, opt.init(v["params"])), steps))
+    (variables, _), (losses, _) = run({"params": params})
+    return variables["params"], losses
 
 
 planted = {"relu": -100.0, "tanh": 5.0}

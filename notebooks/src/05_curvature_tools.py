@@ -42,13 +42,10 @@ def mse(model, params, x, y):
     return jnp.mean((model.apply({"params": params}, x).logits - y) ** 2)
 
 
-def fit(params, opt, steps):
-    def body(carry, _):
-        p, s = carry
-        u, s = opt.update(jax.grad(lambda q: mse(base, q, x, y))(p), s, p)
-        return (optax.apply_updates(p, u), s), None
-
-    return jax.jit(lambda p: jax.lax.scan(body, (p, opt.init(p)), None, length=steps)[0][0])(params)
+def fit(params, opt, steps):  # full-batch least squares: the package's step and loop
+    step = pdx.training.step.make_step(base, opt, "mse", lambda t: (x, y, None, None))
+    run = jax.jit(lambda v: pdx.loop.run_steps(step, (v, opt.init(v["params"])), steps)[0][0])
+    return run({"params": params})["params"]
 
 
 base_params = fit(base.init(k_init, x[:2])["params"], optax.adam(1e-2), 2000)

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from ..loop import run_steps
 from ..errors import InputError, check_positive
 from ._cache import cached
 from ._protocol import (ManifoldLike, PyTree, default_key, float32_eps, manifold_args, np_ravel,
@@ -77,7 +78,7 @@ def escape_run_fn(loss_fn: Callable[..., jax.Array], optimizer: optax.GradientTr
             p = optax.apply_updates(p, upd)
             return (p, s), (manifold.distance(p), val)
 
-        (p, _), (dist, losses) = jax.lax.scan(one, (params, opt_state), None, length=steps)
+        (p, _), (dist, losses) = run_steps(one, (params, opt_state), steps)
         d0 = manifold.distance(params)
         return (p, jnp.concatenate([d0[None], dist]), jnp.concatenate([losses, loss_p(p)[None]]),
                 u, nrm)

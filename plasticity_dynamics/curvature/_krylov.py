@@ -74,7 +74,8 @@ def _check_iters(num_iters):
 
 
 def lanczos(matvec: Callable[[jax.Array], jax.Array], v0: jax.Array, num_iters: int,
-            *, breakdown_tol: float | None = None, max_depth=None) -> LanczosResult:
+            *, breakdown_tol: float | None = None, max_depth=None,
+            unroll: bool = False) -> LanczosResult:
     """Symmetric Lanczos with full reorthogonalisation, in a ``lax.fori_loop``.
 
     Args:
@@ -89,6 +90,10 @@ def lanczos(matvec: Callable[[jax.Array], jax.Array], v0: jax.Array, num_iters: 
         the operator (a normal dimension smaller than ``num_iters``), so rounding noise past an
         exhausted subspace never enters the basis. Steps after a stop skip their matvec
         (``lax.cond``; under ``vmap`` both branches run).
+      unroll: trace the m steps as straight-line code instead of a loop (static). Every step
+        then evaluates its matvec (masked after a stop; no ``lax.cond`` around it). For XLA:CPU,
+        where convolution gradients inside a loop or conditional body run about 20x slower
+        than at top level (jax-ml/jax#12868); compile time grows linearly with m.
     Returns:
       :class:`LanczosResult`. Use :func:`lanczos_ritz` for Ritz values.
     Each step: the three-term recurrence, then one classical Gram-Schmidt pass against every
@@ -113,7 +118,10 @@ def lanczos(matvec: Callable[[jax.Array], jax.Array], v0: jax.Array, num_iters: 
     def body(j, state):
         basis, alphas, betas, depth, scale, done = state
         v = basis[j]
-        w = jax.lax.cond(done, jnp.zeros_like, matvec, v)
+        if unroll:
+            w = jnp.where(done, 0.0, matvec(v))
+        else:
+            w = jax.lax.cond(done, jnp.zeros_like, matvec, v)
         scale = jnp.maximum(scale, jnp.linalg.norm(w))
         alpha = jnp.vdot(v, w)
         prev = jnp.where(j > 0, betas[jnp.maximum(j - 1, 0)], 0.0)
@@ -131,7 +139,13 @@ def lanczos(matvec: Callable[[jax.Array], jax.Array], v0: jax.Array, num_iters: 
         return basis, alphas, betas, depth, scale, stop
 
     init = (basis, alphas, betas, jnp.int32(0), jnp.zeros((), dtype), jnp.array(False))
-    basis, alphas, betas, depth, _, _ = jax.lax.fori_loop(0, m, body, init)
+    if unroll:
+        state = init
+        for j in range(m):
+            state = body(j, state)
+        basis, alphas, betas, depth, _, _ = state
+    else:
+        basis, alphas, betas, depth, _, _ = jax.lax.fori_loop(0, m, body, init)
     return LanczosResult(alphas, betas, basis[:m], depth)
 
 

@@ -178,8 +178,30 @@ def _select(theta, s, count, k):
     return theta[idx], s[:, idx], valid
 
 
+def _has_conv(jaxpr) -> bool:
+    """Whether a (closed) jaxpr or any jaxpr nested in its equations holds a convolution."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            return True
+        for value in eqn.params.values():
+            for sub in (value if isinstance(value, (tuple, list)) else (value,)):
+                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
+                    if _has_conv(sub):
+                        return True
+    return False
+
+
+def _unroll_default(loss_fn, params, args) -> bool:
+    """``loop="auto"``: unroll on XLA:CPU when the loss holds a convolution (trace time only)."""
+    if jax.default_backend() != "cpu":
+        return False
+    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), (params, args))
+    return _has_conv(jax.make_jaxpr(lambda p, a: loss_fn(p, *a))(*spec))
+
+
 def _finish(theta, coeffs, valid, basis_rows, *, flat, unravel, normal, op, hess, key, d, hvps,
-            ok, rtol, atol, batch_size):
+            ok, rtol, atol, batch_size, unroll=False):
     """Ritz vectors on device, explicit residuals, tolerance and convergence: SpectrumData."""
     y = coeffs.T.astype(basis_rows.dtype) @ basis_rows  # (2k, n)
     y = jax.vmap(normal)(y)
@@ -197,7 +219,13 @@ def _finish(theta, coeffs, valid, basis_rows, *, flat, unravel, normal, op, hess
         out = hess(x)
         return jnp.where(on, normal(out), out)
 
-    out = jax.lax.map(apply, (jnp.concatenate([y, u[None]]), proj), batch_size=batch_size)
+    xs = (jnp.concatenate([y, u[None]]), proj)
+    if unroll:  # straight-line: vmapped chunks of batch_size (default all) in a Python loop
+        size = y.shape[0] + 1 if batch_size is None else batch_size
+        out = jnp.concatenate([jax.vmap(apply)(jax.tree.map(lambda a, i=i: a[i:i + size], xs))
+                               for i in range(0, y.shape[0] + 1, size)])
+    else:
+        out = jax.lax.map(apply, xs, batch_size=batch_size)
     ay, hu = out[:-1], out[-1]
     theta = theta.astype(flat.dtype)
     resid = jnp.linalg.norm(ay - theta[:, None] * y, axis=1)
@@ -223,18 +251,19 @@ def _orthonormalise(q, keep):
     return jnp.where(keep[None, :], q @ (v * inv[None, :]) @ v.T, 0.0)
 
 
-def _lanczos_route(params, manifold, args, key, *, loss_fn, k, m, rtol, atol, batch_size):
+def _lanczos_route(params, manifold, args, key, *, loss_fn, k, m, rtol, atol, batch_size,
+                   unroll=False):
     flat, unravel, normal, op, hess, d = _flat_ops(loss_fn, manifold, params, args)
     k1, k2 = jax.random.split(key)
     v0 = normal(jax.random.normal(k1, flat.shape, flat.dtype))
-    res = lanczos(op, v0, m, max_depth=d)
+    res = lanczos(op, v0, m, max_depth=d, unroll=unroll)
     off = jnp.where(jnp.arange(1, m) < res.depth, res.betas[:-1], 0.0)
     t = jnp.diag(res.alphas) + jnp.diag(off, 1) + jnp.diag(off, -1)
     theta, s = _masked_eigh(t, res.depth)
     theta, coeffs, valid = _select(theta, s, res.depth, k)
     return _finish(theta, coeffs, valid, res.basis, flat=flat, unravel=unravel, normal=normal,
                    op=op, hess=hess, key=k2, d=d, hvps=res.depth, ok=jnp.array(True), rtol=rtol,
-                   atol=atol, batch_size=batch_size)
+                   atol=atol, batch_size=batch_size, unroll=unroll)
 
 
 def _dense_route(params, manifold, args, key, *, loss_fn, k, m, rtol, atol, batch_size):
@@ -308,7 +337,8 @@ _ROUTES = {"lanczos": _lanczos_route, "dense": _dense_route, "lobpcg": _lobpcg_r
 
 def normal_spectrum_fn(loss_fn: Callable[..., jax.Array], *, k: int = 5, method: str = "auto",
                        num_iters: int | None = None, rtol: float | None = None,
-                       atol: float | None = None, batch_size: int | None = None) -> Callable:
+                       atol: float | None = None, batch_size: int | None = None,
+                       loop: str = "auto") -> Callable:
     """A pure function ``f(params, manifold, *args, key=None) -> SpectrumData``.
 
     ``f`` returns the k lowest and k highest eigenpairs of ``P_N H P_N`` on N (``manifold=None``:
@@ -341,7 +371,13 @@ def normal_spectrum_fn(loss_fn: Callable[..., jax.Array], *, k: int = 5, method:
         ``rtol = sqrt(eps_f32)`` (about 3.5e-4) and ``atol = 100 eps_f32 ||H||_F`` with
         ``||H||_F`` estimated as ``sqrt(n) ||H u||`` for one random unit u.
       batch_size: HVPs evaluated together for the dense block and the residuals (None: one
-        at a time, the memory of one HVP).
+        at a time, the memory of one HVP; with ``loop="unroll"``: all 2k+1 residual HVPs at once).
+      loop: how the Lanczos route runs its m steps (static): ``scan`` (one loop body, compile
+        time independent of m), ``unroll`` (straight-line code: m copies of the HVP, compile
+        time linear in m) or ``auto`` = ``unroll`` when the backend is CPU and ``loss_fn``
+        contains a convolution, else ``scan``. XLA:CPU runs convolution gradients inside loop
+        bodies about 20x slower than at top level (jax-ml/jax#12868; measured in
+        ``benchmarks/curvature_fn.py``), which made ResNet-18 spectra impractical on CPU.
     Cost: lanczos ``min(m, d)`` HVPs + O(m^2 n); dense ``min(d, D)`` HVPs (padded columns skip
       theirs, except under vmap) + O(n D^2) (SVD of the sketch);
       lobpcg about 2k (iterations + 4) HVPs + 20. Every route adds 2k HVPs for the explicit
@@ -355,11 +391,16 @@ def normal_spectrum_fn(loss_fn: Callable[..., jax.Array], *, k: int = 5, method:
     rtol = float(np.sqrt(float32_eps())) if rtol is None else float(rtol)
     atol = None if atol is None else float(atol)
 
+    check_choice("loop", loop, ("auto", "scan", "unroll"))
+
     def normal_spectrum_kernel(params, man_dyn, args, key, man_static, route, m):
         manifold = resolve_manifold(man_static, man_dyn)
+        extra = {}
+        if route == "lanczos":
+            extra["unroll"] = loop == "unroll" or (loop == "auto" and _unroll_default(loss_fn, params, args))
         with jax.default_matmul_precision("highest"):  # no TF32 / bf16 passes on accelerators
             return _ROUTES[route](params, manifold, args, key, loss_fn=loss_fn, k=k, m=m,
-                                  rtol=rtol, atol=atol, batch_size=batch_size)
+                                  rtol=rtol, atol=atol, batch_size=batch_size, **extra)
 
     kernel = jax.jit(normal_spectrum_kernel, static_argnames=("man_static", "route", "m"))
 
@@ -377,7 +418,7 @@ def normal_spectrum_fn(loss_fn: Callable[..., jax.Array], *, k: int = 5, method:
         man_static, man_dyn = manifold_args(manifold)
         return kernel(params, man_dyn, tuple(args), default_key(key), man_static, route, m)
 
-    f.method, f.k, f.num_iters = method, k, num_iters
+    f.method, f.k, f.num_iters, f.loop = method, k, num_iters, loop
     return f
 
 

@@ -141,7 +141,8 @@ def clone_run(family: str, variant: Variant, scale: str, data_dir=None, seed0: i
     from ..manifolds import expand
     from ..metrics import make_unit_metrics_fn
     from ..optim import reseed_noise
-    from ..training.step import train_step
+    from ..loop import run_steps
+    from ..training.step import make_step
 
     s = clone_settings(family, scale)
     ds, model = _family_setup(family, scale, data_dir, variant.dropout)
@@ -158,18 +159,16 @@ def clone_run(family: str, variant: Variant, scale: str, data_dir=None, seed0: i
         idx = jax.random.randint(k, (batch,), 0, n)
         return xs[idx], ys[idx], jax.random.fold_in(k, 1)
 
+    def batches(seed, fold=None):  # step t's (x, y, mask, key); the base run's key folded with 2
+        def at(t):
+            x, y, k = batch_at(seed, t)
+            return x, y, mask, (k if fold is None else jax.random.fold_in(k, fold))
+        return at
+
     def phase1(seed):
         variables = model.init(jax.random.PRNGKey(seed), xs[:2])
-        opt_state = opt_base.init(variables["params"])
-
-        def body(carry, t):
-            v, o = carry
-            x, y, k = batch_at(seed, t)
-            v, o, loss, _, _ = train_step(model, opt_base, "xent", v, o, x, y, mask, k)
-            return (v, o), loss
-
-        (variables, opt_state), _ = jax.lax.scan(body, (variables, opt_state), jnp.arange(s["base_steps"]))
-        return variables, opt_state
+        carry = (variables, opt_base.init(variables["params"]))
+        return run_steps(make_step(model, opt_base, "xent", batches(seed)), carry, s["base_steps"])[0]
 
     seeds = jnp.arange(seed0, seed0 + n_seeds)
     base_vars, base_opt = jax.jit(jax.vmap(phase1))(seeds)
@@ -187,15 +186,15 @@ def clone_run(family: str, variant: Variant, scale: str, data_dir=None, seed0: i
     m_base = make_unit_metrics_fn(model, loss="xent", jit=False)
     every = s["every"]
 
-    def chunk(carry, seed, start):
-        def body(c, i):
-            wv, wo, bv, bo = c
-            x, y, k = batch_at(seed, s["base_steps"] + start + i)
-            wv, wo, lw, _, _ = train_step(wide_model, opt_clone, "xent", wv, wo, x, y, mask, k)
-            bv, bo, lb, _, _ = train_step(model, opt_base, "xent", bv, bo, x, y, mask, jax.random.fold_in(k, 2))
-            return (wv, wo, bv, bo), (lw, lb)
+    def chunk(carry, seed, start):  # clone and base side by side on the same batches
+        step_clone = make_step(wide_model, opt_clone, "xent", batches(seed))
+        step_base = make_step(model, opt_base, "xent", batches(seed, fold=2))
 
-        carry, (lw, lb) = jax.lax.scan(body, carry, jnp.arange(every))
+        def both(c, t):
+            (wide, (lw, _)), (base, (lb, _)) = step_clone(c[:2], t), step_base(c[2:], t)
+            return wide + base, (lw, lb)
+
+        carry, (lw, lb) = run_steps(both, carry, every, start=s["base_steps"] + start)
         return carry, (lw.mean(), lb.mean())
 
     run_chunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)))

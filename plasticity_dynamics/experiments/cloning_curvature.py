@@ -41,7 +41,8 @@ def run_cloning_curvature(scale: str, out_dir: Path, data_dir=None, progress=Tru
     from ..curvature import escape, normal_spectrum
     from ..manifolds import cloned, expand
     from ..plotting.run import save_figure
-    from ..training.step import masked_loss, train_step
+    from ..loop import run_steps
+    from ..training.step import make_step, masked_loss
 
     s, cv = clone_settings("mlp", scale), _CURV[scale]
     ds, model = _family_setup("mlp", scale, data_dir, 0.0)
@@ -53,17 +54,14 @@ def run_cloning_curvature(scale: str, out_dir: Path, data_dir=None, progress=Tru
 
     variables = model.init(jax.random.PRNGKey(0), xs[:2])
 
+    def batch_at(t):
+        k = jax.random.fold_in(jax.random.PRNGKey(11), t)
+        idx = jax.random.randint(k, (s["batch"],), 0, xs.shape[0])
+        return xs[idx], ys[idx], mask, k
+
     def run(model_, variables, start, steps):
-        o = opt.init(variables["params"])
-
-        def body(c, t):
-            v, o = c
-            k = jax.random.fold_in(jax.random.PRNGKey(11), start + t)
-            idx = jax.random.randint(k, (s["batch"],), 0, xs.shape[0])
-            v, o, _, _, _ = train_step(model_, opt, "xent", v, o, xs[idx], ys[idx], mask, k)
-            return (v, o), None
-
-        return jax.lax.scan(body, (variables, o), jnp.arange(steps))[0][0]
+        carry = (variables, opt.init(variables["params"]))
+        return run_steps(make_step(model_, opt, "xent", batch_at), carry, steps, start=start)[0][0]
 
     variables = jax.jit(lambda v: run(model, v, 0, s["base_steps"]))(variables)
     wide_model, wide, partition = expand(model, variables, 2)

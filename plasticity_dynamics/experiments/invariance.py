@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 from ..errors import InputError, check_choice, check_positive
+from ..loop import run_steps
 from ..losses import masked_loss
 
 SETTINGS = ("sgd", "momentum", "adam", "rmsprop", "noisy_sgd", "dropout", "adam_l2")
@@ -102,21 +103,17 @@ def _optimizer(setting, lr, adam_lr, weight_decay, noise_sigma0, noise_decay, ke
 
 
 def _train_base(model, variables, x, y, steps, lr, batch_size, key):
+    from ..training.step import make_step
+
     opt = optax.sgd(lr)
 
-    def step(carry, t):
-        v, s = carry
-        idx = jax.random.randint(jax.random.fold_in(key, t), (batch_size,), 0, x.shape[0])
+    def batch_at(t):
+        k = jax.random.fold_in(key, t)
+        idx = jax.random.randint(k, (batch_size,), 0, x.shape[0])
+        return x[idx], y[idx], None, k
 
-        def loss(p):
-            out = model.apply({**v, "params": p}, x[idx], train=True)
-            return _xent(out.logits, y[idx]), out.variables
-
-        (_, new_v), g = jax.value_and_grad(loss, has_aux=True)(v["params"])
-        upd, s = opt.update(g, s, v["params"])
-        return ({**new_v, "params": optax.apply_updates(v["params"], upd)}, s), None
-
-    run = jax.jit(lambda v: jax.lax.scan(step, (v, opt.init(v["params"])), jnp.arange(steps))[0][0])
+    step = make_step(model, opt, "xent", batch_at)
+    run = jax.jit(lambda v: run_steps(step, (v, opt.init(v["params"])), steps)[0][0])
     return run(variables)
 
 
@@ -257,7 +254,7 @@ def _run(model, manifold, partition, opts, stacked, keys, x, y, steps, record_ev
                     (l, g, upd, r2_min)), None
 
         def chunk(carry, r):
-            carry, _ = jax.lax.scan(step, carry, r * record_every + jnp.arange(record_every))
+            carry, _ = run_steps(step, carry, record_every, start=r * record_every)
             v, states, (l, g, upd, r2_min) = carry
             res = equitable_residuals(partition, v["params"])
             # one batched normal projection of (offset from the reference, gradient, update)
@@ -278,7 +275,7 @@ def _run(model, manifold, partition, opts, stacked, keys, x, y, steps, record_ev
         zeros = jax.tree_util.tree_map(jnp.zeros_like, v["params"])
         carry = (v, tuple(o.init(v["params"]) for o in opts),
                  (jnp.float32(0.0), zeros, zeros, jnp.float32(1.0)))
-        carry, recs = jax.lax.scan(chunk, carry, jnp.arange(steps // record_every))
+        carry, recs = run_steps(chunk, carry, steps // record_every)  # one chunk per record
         return carry[0]["params"], recs
 
     sels = jnp.arange(len(opts))

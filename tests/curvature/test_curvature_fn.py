@@ -141,3 +141,63 @@ def test_function_runs_inside_a_user_jit_and_dense_bucket_masks_padding(zoo):
     assert np.isclose(float(lo), want[0], atol=1e-4 * np.abs(want).max())
     small = curv.normal_spectrum_fn(loss, k=2, method="dense", num_iters=4)(params, man, x, labels)
     assert not bool(small.ok)  # normal_dim > bucket: flagged, not silently wrong
+
+
+def _count_loops(jaxpr, names=("while", "scan")):
+    """How many loop equations (``while``, ``scan``) a jaxpr holds, nested jaxprs included."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += eqn.primitive.name in names
+        for value in eqn.params.values():
+            for sub in (value if isinstance(value, (tuple, list)) else (value,)):
+                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
+                    n += _count_loops(sub, names)
+    return n
+
+
+def test_unrolled_lanczos_equals_the_loop_and_auto_unrolls_conv_losses_on_cpu():
+    """``loop="unroll"`` (straight-line Lanczos and residuals, for XLA:CPU convolution
+    gradients) gives the loop's eigenvalues and the dense float64 oracle's; ``auto`` unrolls a
+    convolutional loss on CPU (no while loop left in the kernel) and keeps the loop for an MLP."""
+    model = pdx.models.create("cnn", preset="tiny", norm="none", dropout=0.0)
+    x, = normal_data(3, (4, 8, 8, 3))
+    variables = model.init(jax.random.PRNGKey(0), x)
+    labels = jnp.arange(4) % 10
+
+    def loss(p, x, labels):
+        return pdx.losses.masked_loss(model.apply({"params": p}, x).logits, labels)[0]
+
+    params = variables["params"]
+    man = pdx.manifolds.frozen({"conv_0": [0, 1]}, params)
+    expected = _oracle(loss, params, man, x, labels)
+    out = {}
+    for loop in ("scan", "unroll", "auto"):
+        fn = curv.normal_spectrum_fn(loss, k=1, method="lanczos", num_iters=16, loop=loop)
+        if loop != "auto":  # auto is the unrolled program on CPU: its jaxpr is checked below
+            res = fn(params, man, x, labels)
+            out[loop] = np.asarray(res.eigenvalues)[np.asarray(res.valid)]
+        whiles = _count_loops(jax.make_jaxpr(lambda p, m, a, b: fn(p, m, a, b))(params, man, x, labels))
+        unrolled = loop == "unroll" or (loop == "auto" and jax.default_backend() == "cpu")
+        assert (whiles == 0) == unrolled, (loop, whiles)
+    scale = np.abs(expected).max()
+    for loop, vals in out.items():
+        assert np.allclose(vals, out["scan"], rtol=1e-4, atol=1e-5 * scale), (loop, vals, out["scan"])
+        assert np.allclose(vals[-1], expected[-1], rtol=1e-3), (loop, vals, expected[-1])
+    mlp_model, mlp_params_, mlp_loss, mx, ml = _zoo_like()
+    fn = curv.normal_spectrum_fn(mlp_loss, k=2, method="lanczos", num_iters=12)
+    assert _count_loops(jax.make_jaxpr(lambda p, a, b: fn(p, None, a, b))(mlp_params_, mx, ml)) > 0
+    with pytest.raises(pdx.errors.InputError, match="loop"):
+        curv.normal_spectrum_fn(loss, loop="python")
+
+
+def _zoo_like():
+    model = pdx.models.create("mlp", preset="tiny", norm="none", dropout=0.0)
+    x, = normal_data(9, (8, 6))
+    params = model.init(jax.random.PRNGKey(0), x)["params"]
+    labels = jnp.arange(8) % 10
+
+    def loss(p, x, labels):
+        return pdx.losses.masked_loss(model.apply({"params": p}, x).logits, labels)[0]
+
+    return model, params, loss, x, labels
