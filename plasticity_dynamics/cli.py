@@ -2,7 +2,9 @@
 
 Exit codes: 0 done; 2 bad input (one line on stderr, no traceback, nothing
 written); 3 training diverged (the message names the step and seed; earlier
-checkpoints are kept).
+checkpoints are kept). ``sweep`` exits 0 when every cell has run: cells that failed (divergence,
+a config that cannot be built) are recorded in cells.csv and named on stderr, and do not stop
+the others.
 """
 
 from __future__ import annotations
