@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STAMP_DEV := $(VENV)/.installed-dev
+STAMP_ALL := $(VENV)/.installed-all
 
 .PHONY: demo test test-all bench bench-quick device-check clean
 
@@ -24,7 +25,11 @@ demo: $(STAMP)
 test: $(STAMP_DEV)
 	$(BIN)/python -m pytest -n 2 -q
 
-test-all: $(STAMP_DEV)
+$(STAMP_ALL): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[dev,ray,parquet]"
+	touch $(STAMP) $(STAMP_DEV) $(STAMP_ALL)
+
+test-all: $(STAMP_ALL)
 	$(BIN)/python -m pytest -n 2 -q -m ""
 
 bench: $(STAMP)

@@ -41,6 +41,7 @@ BENCHMARKS = {
     "record_writes": "Metrics log: one record's write as a run grows (`benchmarks/record_writes.py`)",
     "detection": "Manifold detection quality (`benchmarks/detection.py`)",
     "wrapped": "Any JAX model: layout inference cost, wrapped vs zoo unit metrics (`benchmarks/wrapped.py`)",
+    "sweep": "Sweeps: a 4 x 4 grid as vmapped lanes against 16 sequential runs (`benchmarks/sweep.py`)",
     "training": "Training throughput: vmapped seeds and sharded devices (`benchmarks/training.py`)",
     "metrics": "Unit-metrics throughput against NumPy (`benchmarks/metrics.py`)",
     "curvature": "Curvature: HVP cost, dense vs Krylov normal spectrum (`benchmarks/curvature.py`)",

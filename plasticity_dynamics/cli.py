@@ -2,7 +2,9 @@
 
 Exit codes: 0 done; 2 bad input (one line on stderr, no traceback, nothing
 written); 3 training diverged (the message names the step and seed; earlier
-checkpoints are kept).
+checkpoints are kept). ``sweep`` exits 0 when every cell has run: cells that failed (divergence,
+a config that cannot be built) are recorded in cells.csv and named on stderr, and do not stop
+the others.
 """
 
 from __future__ import annotations
@@ -106,6 +108,23 @@ def _cmd_reproduce(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from .sweep import run_sweep
+
+    res = run_sweep(args.sweep_file, out=args.out, executor=args.executor, address=args.address,
+                    resume=args.resume, progress=not args.quiet)
+    out = Path(res["out"])
+    done = [c for c in res["cells"] if c["status"] == "done"]
+    failed = [c for c in res["cells"] if c["status"] == "failed"]
+    print(f"sweep directory: {out} ({len(res['cells'])} cells in {res['programs']} programs; "
+          f"ran {res['ran']} in {res['wall_time_s']:.1f} s)")
+    print(f"cells: {out / 'cells.csv'} ({len(done)} done, {len(failed)} failed)")
+    print(f"table: {out / 'table.csv'}" + (f" and {out / 'table.parquet'}" if (out / "table.parquet").is_file() else ""))
+    for c in failed:
+        print(f"cell {c['cell']} failed: {c['error']}", file=sys.stderr)
+    return 0
+
+
 def _cmd_list(args) -> int:
     what = args.what
     if what == "presets":
@@ -177,6 +196,22 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     rp.add_argument("--quiet", action="store_true", help="no progress bars")
     rp.set_defaults(func=_cmd_reproduce)
+
+    sw = sub.add_parser("sweep", help="run a grid of configs from a sweep file (vmapped lanes, local or Ray executor)",
+                        description="Run the cells of SWEEP.toml ([sweep] mode/seeds, [sweep.axes] dotted keys -> "
+                                    "value lists, [base] config keys). Cells that differ only in optim.lr, momentum, "
+                                    "weight_decay, noise_sigma0 or noise_decay run as vmapped lanes of one compiled "
+                                    "program; other axes give separate programs for the executor. Failing cells are "
+                                    "recorded in cells.csv (status, error) and do not stop the others.")
+    sw.add_argument("sweep_file", metavar="SWEEP.toml")
+    sw.add_argument("--executor", default="local", help="local (default: programs one after another in this "
+                    "process) | ray (one Ray task per program; needs pip install 'plasticity-dynamics[ray]')")
+    sw.add_argument("--address", help="Ray cluster address (ray executor only; default: start a local Ray)")
+    sw.add_argument("--out", help="sweep directory (default runs/sweep-<time>)")
+    sw.add_argument("--resume", action="store_true", help="finish --out: run only the cells that did not complete "
+                    "(the sweep file must be unchanged)")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.set_defaults(func=_cmd_sweep)
 
     li = sub.add_parser("list", help="list presets, figures, datasets or metrics")
     li.add_argument("what", nargs="?", default="presets", choices=["presets", "figures", "datasets", "metrics"])

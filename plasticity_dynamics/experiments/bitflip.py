@@ -117,10 +117,13 @@ def run_bitflip_widths(scale: str, out_dir: Path, data_dir=None, progress=True) 
 
     from ..plotting.run import save_figure
 
+    from ..sweep import expand, sweep_runs
+
     s = _SCALE[scale]
     results, checks = {}, []
-    for w in s["widths"]:
-        run = train(bitflip_config(scale, w, 0.5), progress=progress)
+    # a width sweep: one program per width (widths change shapes), run by the sweep machinery
+    spec = expand(bitflip_config(scale, s["widths"][0], 0.5), {"model.widths": [[w] for w in s["widths"]]})
+    for w, run in zip(s["widths"], sweep_runs(spec, progress=progress)):
         sl, loss = online(run.table, "loss")
         sr, rank = layer_mean(run.table, RANK)
         sd, dup = layer_mean(run.table, DUP)

@@ -224,6 +224,7 @@ def run_normalisation(scale: str, out_dir: Path, data_dir=None, progress=True) -
     import matplotlib.pyplot as plt
 
     from ..plotting.run import save_figure
+    from ..sweep import expand, sweep_runs
 
     fams = _NORMALISATION_FAMILIES.get(scale, _SCALE[scale]["families"])
     variants = [("none", True), ("batch", False), ("batch", True), ("layer", False), ("layer", True)]
@@ -233,9 +234,10 @@ def run_normalisation(scale: str, out_dir: Path, data_dir=None, progress=True) -
     bars = {}
     for i, fam in enumerate(fams):
         ax = axes[0][i]
-        for j, (norm, affine) in enumerate(variants):
-            run = train(family_config(fam, scale, norm=norm, affine=affine, data_dir=data_dir, seeds=seeds),
-                        progress=progress)
+        # the variants as a zip sweep over (norm, affine): one program each (norms change shapes)
+        spec = expand(family_config(fam, scale, data_dir=data_dir, seeds=seeds),
+                      {"model.norm": [n for n, _ in variants], "model.norm_affine": [a for _, a in variants]}, "zip")
+        for (norm, affine), run in zip(variants, sweep_runs(spec, progress=progress)):
             layers = _monitored(run, fam)
             st, rank = layer_mean(run.table, RANK, layers)
             label = {"none": "baseline", "batch": "BN", "layer": "LN"}[norm] + (" + affine" if affine and norm != "none" else "")

@@ -8,11 +8,13 @@
 
 from .interventions import (INTERVENTIONS, Intervention, cbp, full_reset, head_reset, make_intervention, none, redo,
                             shrink_perturb)
-from .optimizers import OPTIMIZERS, NoisyGradState, describe_optimizer, make_optimizer, noisy_sgd_noise, reseed_noise, reset_state
+from .optimizers import (LANE_HYPERS, OPTIMIZERS, NoisyGradState, describe_optimizer, lane_hypers, lane_optimizer,
+                         make_optimizer, noisy_sgd_noise, reseed_noise, reset_state)
 from .units import UnitLayer, mask_opt_state, torch_default_like, unit_layers
 
 __all__ = [
     "INTERVENTIONS",
+    "LANE_HYPERS",
     "Intervention",
     "NoisyGradState",
     "OPTIMIZERS",
@@ -21,6 +23,8 @@ __all__ = [
     "describe_optimizer",
     "full_reset",
     "head_reset",
+    "lane_hypers",
+    "lane_optimizer",
     "make_intervention",
     "make_optimizer",
     "mask_opt_state",

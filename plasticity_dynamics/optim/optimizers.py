@@ -60,6 +60,12 @@ def noisy_sgd_noise(sigma0: float, decay: float, key=None) -> optax.GradientTran
     """
     check_positive("noise_sigma0", sigma0, allow_zero=True)
     check_range("noise_decay", decay, 0.0, 1.0, high_inclusive=True)
+    return _noise(sigma0, decay, key)
+
+
+def _noise(sigma0, decay, key=None) -> optax.GradientTransformation:
+    """:func:`noisy_sgd_noise` without the range checks: ``sigma0`` and ``decay`` may be traced
+    scalars (one value per vmapped lane, :func:`lane_optimizer`)."""
     key0 = _raw_key(key)
 
     def init(params):
@@ -68,7 +74,7 @@ def noisy_sgd_noise(sigma0: float, decay: float, key=None) -> optax.GradientTran
 
     def update(updates, state, params=None):
         del params
-        scale = sigma0 * jnp.power(jnp.float32(decay), state.count.astype(jnp.float32))
+        scale = sigma0 * jnp.power(jnp.asarray(decay, jnp.float32), state.count.astype(jnp.float32))
         leaves, treedef = jax.tree_util.tree_flatten(updates)
         keys = jax.random.split(jax.random.fold_in(state.key, state.count), max(len(leaves), 1))
         noisy = []
@@ -137,6 +143,47 @@ def make_optimizer(name: str, lr: float, momentum: float = 0.0, weight_decay: fl
     if weight_decay and not coupled_weight_decay:
         parts.append(optax.add_decayed_weights(weight_decay))
     parts.append(optax.scale(-lr))
+    return optax.chain(*parts)
+
+
+#: The optimiser settings that keep shapes, so that vmapped lanes of one program may differ in
+#: them (:func:`lane_optimizer`); the key each has in :func:`lane_hypers` is the config field.
+LANE_HYPERS = ("lr", "momentum", "weight_decay", "noise_sigma0", "noise_decay")
+
+
+def lane_hypers(name: str, lr: float, *, momentum: float = 0.0, weight_decay: float = 0.0,
+                noise_sigma0: float | None = None, noise_decay: float | None = None) -> dict[str, float]:
+    """The values :func:`lane_optimizer` reads for optimiser ``name`` (defaults resolved), as a
+    dict of floats: lr and weight_decay always, momentum unless adam, the noise pair for noisy_sgd."""
+    d = describe_optimizer(name, lr, momentum=momentum, weight_decay=weight_decay, noise_sigma0=noise_sigma0,
+                           noise_decay=noise_decay)
+    return {k: v for k, v in d.items() if k in LANE_HYPERS}
+
+
+def lane_optimizer(name: str, hypers: dict, *, use_momentum: bool, use_weight_decay: bool,
+                   noise_key=None) -> optax.GradientTransformation:
+    """The engine's optimiser with hyperparameter *values* taken from ``hypers`` (keys of
+    :func:`lane_hypers`), which may be traced scalars: one value per vmapped lane of one program.
+
+    Which transforms are chained is fixed by ``name``, ``use_momentum`` and ``use_weight_decay``
+    (momentum > 0 and weight_decay > 0: :func:`make_optimizer` chains a transform only then, and
+    a momentum buffer changes the state's shape), so ``lane_optimizer(name, lane_hypers(...),
+    ...)`` has the state tree of ``make_optimizer`` with the same settings, and the same update
+    rules (coupled weight decay, PyTorch defaults). Values are not checked here (the config
+    checked them). Cost: make_optimizer's.
+    """
+    parts = []
+    if name == "noisy_sgd":
+        parts.append(_noise(hypers["noise_sigma0"], hypers["noise_decay"], noise_key))
+    if use_weight_decay:
+        parts.append(optax.add_decayed_weights(hypers["weight_decay"]))
+    if name == "adam":
+        parts.append(optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8))
+    elif name == "rmsprop":
+        parts.append(optax.scale_by_rms(decay=0.99, eps=1e-8, initial_scale=0.0, eps_in_sqrt=False))
+    if name != "adam" and use_momentum:
+        parts.append(optax.trace(decay=hypers["momentum"], nesterov=False))
+    parts.append(optax.scale(-hypers["lr"]))
     return optax.chain(*parts)
 
 

@@ -1,7 +1,7 @@
 """Training engine, configuration and run directories (``pdx.train``)."""
 
 from .config import Config, parse_override
-from .engine import Components, Run, build, masked_loss, resume_config, train
+from .engine import Components, Run, build, masked_loss, resume_config, train, train_lanes
 from .rundir import (
     CheckpointMismatchError,
     CorruptCheckpointError,
@@ -23,6 +23,7 @@ __all__ = [
     "masked_loss",
     "resume_config",
     "train",
+    "train_lanes",
     "CheckpointMismatchError",
     "CorruptCheckpointError",
     "MetricsTable",

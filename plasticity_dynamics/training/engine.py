@@ -182,9 +182,25 @@ def init_state(c: Components, seed):
     return {"variables": variables, "opt_state": opt_state, "iv_state": iv_state}
 
 
+def lane_values(config: Config) -> dict[str, float]:
+    """The optimiser values a lane carries as traced scalars (:func:`pdx.optim.lane_hypers`):
+    lr and weight decay, momentum unless Adam, noise sigma0 and decay for noisy SGD."""
+    from ..optim import lane_hypers
+
+    o = config.optim
+    return lane_hypers(o.name, o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                       noise_sigma0=o.noise_sigma0, noise_decay=o.noise_decay)
+
+
 def make_chunk_fn(c: Components, length: int):
-    """One seed, a scan of ``length`` steps of which the first ``valid`` run:
-    (state, seed, data, start, task_first, task, valid) -> (state, losses (length,), accs (length,)).
+    """One lane, a scan of ``length`` steps of which the first ``valid`` run:
+    (state, seed, data, start, task_first, task, valid[, hypers]) -> (state, losses (length,), accs (length,)).
+
+    ``hypers``: the lane's optimiser values (dict of scalars keyed as :func:`lane_values`,
+    traced under ``vmap``), so lanes of one program may differ in learning rate, momentum,
+    weight decay and noise; None uses ``c.optimizer`` (the config's values as constants).
+    :func:`train` always passes them, so a run of one config and a lane of a sweep run the
+    same program.
 
     ``start`` is the global index of the chunk's first step (it keys the randomness);
     ``task_first`` the global index of the task's first step (streams see task-local steps);
@@ -193,10 +209,14 @@ def make_chunk_fn(c: Components, length: int):
     and their losses are 0. One compiled program thus serves every chunk of a run, whatever
     the task lengths and record boundaries.
     """
-    model, stream, opt, iv = c.model, c.stream, c.optimizer, c.intervention
-    iv_start = int(c.config.intervention.start_step)
+    from ..optim import lane_optimizer
 
-    def step(state, step_idx, seed, data, task_first, task):
+    model, stream, iv = c.model, c.stream, c.intervention
+    iv_start = int(c.config.intervention.start_step)
+    o = c.config.optim
+    use_momentum, use_weight_decay = o.name != "adam" and o.momentum > 0, o.weight_decay > 0
+
+    def step(state, step_idx, seed, data, task_first, task, opt):
         _, k_drop, k_iv = _keys(seed, step_idx)
         # stream contract: one key for the whole task, steps counted from the task's start
         k_data = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 3), task)
@@ -213,10 +233,11 @@ def make_chunk_fn(c: Components, length: int):
         new = {"variables": variables, "opt_state": opt_state, "iv_state": iv_state}
         return new, (loss.astype(jnp.float32), acc.astype(jnp.float32))
 
-    def chunk(state, seed, data, start, task_first, task, valid):
+    def chunk(state, seed, data, start, task_first, task, valid, hypers=None):
         TRACE_COUNTS["chunk"] = TRACE_COUNTS.get("chunk", 0) + 1  # runs at trace time only
-
-        state, (losses, accs) = run_steps(lambda s, t: step(s, t, seed, data, task_first, task), state,
+        opt = c.optimizer if hypers is None else lane_optimizer(
+            o.name, hypers, use_momentum=use_momentum, use_weight_decay=use_weight_decay)
+        state, (losses, accs) = run_steps(lambda s, t: step(s, t, seed, data, task_first, task, opt), state,
                                           length, start=start, valid=valid)
         return state, losses, accs
 
@@ -265,6 +286,7 @@ class Run:
     summary: dict = field(default_factory=dict)
     components: Components | None = None
     final_state: Any = None  # host copy of the last state (leading axis = seed)
+    error: str | None = None  # a lane of train_lanes that diverged: the message (records up to then kept)
 
     @property
     def rows(self) -> list[tuple]:
@@ -293,12 +315,17 @@ _PROGRAMS_MAX = 16
 
 
 def program_key(config: Config) -> str:
-    """What a run's compiled programs depend on: the config without its seeds and record
-    schedule (seed values and record steps are arguments, the seed count a shape)."""
+    """What a run's compiled programs depend on: the config without its seeds, record schedule
+    and lane values (seed values, record steps and :func:`lane_values` are arguments, the seed
+    count a shape). Only whether momentum and weight decay are non-zero stays (it decides which
+    optimiser transforms are chained). Configs with equal keys can run as lanes of one program."""
     import dataclasses
 
     rec = dataclasses.replace(config.record, every=1, checkpoint_every=None)
-    return dataclasses.replace(config, seeds=(0,), record=rec).to_toml()
+    o = config.optim
+    optim = dataclasses.replace(o, lr=1.0, momentum=0.5 if o.momentum > 0 else 0.0,
+                                weight_decay=1.0 if o.weight_decay > 0 else 0.0, noise_sigma0=None, noise_decay=None)
+    return dataclasses.replace(config, seeds=(0,), record=rec, optim=optim).to_toml()
 
 
 def cached_program(key: tuple, make: Callable) -> Callable:
@@ -357,46 +384,106 @@ def train(config: Config | None = None, *, out: str | Path | None = None, resume
     """
     from . import rundir as rd
 
-    run_dir = None
-    if out is not None:
-        run_dir = rd.prepare_run_dir(out, force=force, resume=resume)
-        if resume:
-            config = resume_config(run_dir, config)
+    if out is not None and resume:
+        config = resume_config(rd.prepare_run_dir(out, force=False, resume=True), config)
     elif resume:
         raise InputError("resume=True needs out=RUN_DIR")
     if config is None:
         raise InputError("train() needs a config (or resume=True with out=RUN_DIR)")
-    c = build(config)
-    seeds = jnp.asarray(config.seeds, dtype=jnp.int32)
-    n_seeds = len(config.seeds)
-    sharding, n_dev = seed_sharding(n_seeds, devices)
+    return train_lanes([config], outs=None if out is None else [out], resume=resume, force=force, progress=progress,
+                       devices=devices, stop_on_divergence=True)[0]
+
+
+def train_lanes(configs: list[Config], *, outs: list | None = None, resume: bool = False, force: bool = False,
+                progress: bool = True, devices: int | None = None, stop_on_divergence: bool = False) -> list[Run]:
+    """Train several configs as vmapped *lanes* of one compiled program; one :class:`Run` each.
+
+    The configs must share :func:`program_key` (they may differ in seeds and in the
+    :func:`lane_values`: learning rate, momentum, weight decay, noise sigma0/decay) and their
+    record schedules. Every (config, seed) pair is a lane: its seed and optimiser values are
+    arguments of the chunk program, so the lanes of ``[a, b]`` compute what ``train(a)`` and
+    ``train(b)`` compute, in one program (one compile, one dispatch per chunk for all lanes).
+    ``outs[i]``: run directory of ``configs[i]``, a normal one (``config.toml`` rebuilds that
+    config alone, so ``resume``, ``analyze`` and ``report`` work on it).
+    ``resume``: every directory continues from its last checkpoint; they must agree on the step.
+    Divergence: with ``stop_on_divergence`` the first NaN/Inf loss raises DivergenceError (what
+    :func:`train` does); otherwise the configs whose lanes diverge stop recording (their
+    ``Run.error`` says where; records and checkpoints up to then are kept) while the others go on.
+    Memory: the lanes' states, batches and activations side by side (n_lanes x one run's).
+    """
+    from . import rundir as rd
+
+    if not configs:
+        raise InputError("train_lanes needs at least one config")
+    if outs is not None and len(outs) != len(configs):
+        raise InputError(f"train_lanes: {len(outs)} run directories for {len(configs)} configs")
+    keys = {program_key(cfg) for cfg in configs}
+    if len(keys) > 1:
+        key, a, b = configs[0].differences(next(cfg for cfg in configs if program_key(cfg) != program_key(configs[0])))[0]
+        raise InputError(f"train_lanes: configs differ in {key} ({a!r} vs {b!r}), which changes the program; "
+                         "lanes may differ only in seeds and optim.lr/momentum/weight_decay/noise_sigma0/noise_decay")
+    if len({(cfg.record.every, cfg.record.checkpoint_every) for cfg in configs}) > 1:
+        raise InputError("train_lanes: configs differ in record.every/record.checkpoint_every; lanes share one "
+                         "record schedule")
+    if resume and outs is None:
+        raise InputError("resume=True needs run directories")
+    run_dirs = None
+    if outs is not None:
+        run_dirs = [rd.prepare_run_dir(o, force=force, resume=resume) for o in outs]
+        if len({str(Path(d).resolve()) for d in run_dirs}) != len(run_dirs):
+            raise InputError("train_lanes: two configs share a run directory")
+        if resume:
+            configs = [resume_config(d, cfg) for d, cfg in zip(run_dirs, configs)]
+    c = build(configs[0])
+    parts = [c] + [_components_for(c, cfg) for cfg in configs[1:]]
+    lane_cfg = [i for i, cfg in enumerate(configs) for _ in cfg.seeds]  # lane -> config index
+    lane_seed = [s for cfg in configs for s in cfg.seeds]
+    spans, pos = [], 0
+    for cfg in configs:
+        spans.append(slice(pos, pos + len(cfg.seeds)))
+        pos += len(cfg.seeds)
+    n_lanes = len(lane_seed)
+    seeds = jnp.asarray(lane_seed, dtype=jnp.int32)
+    values = [lane_values(cfg) for cfg in configs]
+    hypers = {k: jnp.asarray([values[i][k] for i in lane_cfg], jnp.float32) for k in values[0]}
+    sharding, n_dev = seed_sharding(n_lanes, devices)
 
     state = jax.vmap(partial(init_state, c))(seeds)
-    table = MetricsTable()
+    tables = [MetricsTable() for _ in configs]
     start_step = 0
-    checkpoints: list[int] = []
-    writer = None
-    if run_dir is not None:
+    checkpoints: list[list[int]] = [[] for _ in configs]
+    writers = None
+    if run_dirs is not None:
         if resume:
-            state, start_step, checkpoints = _resume(run_dir, state)
-            table = rd.read_table(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else table
+            got = [_resume(d, jax.tree_util.tree_map(lambda a, sp=sp: a[sp], state)) for d, sp in zip(run_dirs, spans)]
+            steps = {g[1] for g in got}
+            if len(steps) > 1:
+                raise InputError(f"--resume: the lanes' run directories stopped at different checkpoints "
+                                 f"({sorted(steps)}); resume them one by one")
+            state = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *[g[0] for g in got])
+            start_step = steps.pop()
+            checkpoints = [g[2] for g in got]
+            tables = [rd.read_table(d / "metrics.csv") if (d / "metrics.csv").is_file() else t
+                      for d, t in zip(run_dirs, tables)]
         else:
-            if force and run_dir.exists():
-                rd.clear_run_dir(run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            rd.atomic_write_text(run_dir / "config.toml", config.to_toml())
-            (run_dir / "checkpoints").mkdir(exist_ok=True)
-            (run_dir / "figures").mkdir(exist_ok=True)
-        writer = rd.MetricsWriter(run_dir / "metrics.csv")
+            for d, cfg in zip(run_dirs, configs):
+                if force and d.exists():
+                    rd.clear_run_dir(d)
+                d.mkdir(parents=True, exist_ok=True)
+                rd.atomic_write_text(d / "config.toml", cfg.to_toml())
+                (d / "checkpoints").mkdir(exist_ok=True)
+                (d / "figures").mkdir(exist_ok=True)
+        writers = [rd.MetricsWriter(d / "metrics.csv") for d in run_dirs]
     state = jax.device_put(state, sharding)
     seeds = jax.device_put(seeds, sharding)
+    hypers = jax.device_put(hypers, sharding)
 
     # every program's outputs keep the seed sharding, so the state passed back in never
     # changes layout (which would compile a program again for the same trace)
-    key = (program_key(config), n_seeds, tuple(str(d) for d in sharding.mesh.devices.flat))
+    key = (program_key(configs[0]), n_lanes, tuple(str(d) for d in sharding.mesh.devices.flat))
     length = chunk_length(c)
     chunk = cached_program(key + ("chunk", length), lambda: jax.jit(
-        jax.vmap(make_chunk_fn(c, length), in_axes=(0, 0, None, None, None, None, None)), donate_argnums=(0,),
+        jax.vmap(make_chunk_fn(c, length), in_axes=(0, 0, None, None, None, None, None, 0)), donate_argnums=(0,),
         out_shardings=sharding))
     task_start = cached_program(key + ("task_start",), lambda: jax.jit(
         jax.vmap(make_task_start_fn(c), in_axes=(0, 0, None)), out_shardings=sharding))
@@ -409,16 +496,19 @@ def train(config: Config | None = None, *, out: str | Path | None = None, resume
         metrics_fn = cached_program(key + ("metrics",), lambda: jax.jit(
             jax.vmap(counted_metrics, in_axes=(0, None, None, None)), out_shardings=sharding))
 
-    every = config.record.every
-    ckpt_every = config.record.checkpoint_every
+    every = configs[0].record.every
+    ckpt_every = configs[0].record.checkpoint_every
     total = sum(n for _, _, n in c.schedule)
     bar = progress_bar(total, progress, initial=start_step)
     t0 = time.perf_counter()
-    last_good_ckpt = checkpoints[-1] if checkpoints else None
+    last_good = [ck[-1] if ck else None for ck in checkpoints]
+    errors: list[str | None] = [None] * len(configs)
     try:
         for task, first, n in c.schedule:
             if first + n <= start_step:
                 continue
+            if all(e is not None for e in errors):
+                break
             data = jax.tree_util.tree_map(jnp.asarray, c.stream.task_data(task))
             mx, my, mmask = (jnp.asarray(a) for a in c.stream.metric_batch(task))
             bounds = sorted({first + n} | {b for b in range(first - first % every + every, first + n, every)})
@@ -427,53 +517,86 @@ def train(config: Config | None = None, *, out: str | Path | None = None, resume
                 if end <= start_step:
                     pos = end
                     continue
+                if all(e is not None for e in errors):
+                    break
                 if pos == first:
                     state = task_start(state, seeds, jnp.int32(task))
                 state, losses, accs = chunk(state, seeds, data, jnp.int32(pos), jnp.int32(first), jnp.int32(task),
-                                            jnp.int32(end - pos))
+                                            jnp.int32(end - pos), hypers)
                 losses = np.asarray(losses)[:, : end - pos]
                 bad = ~np.isfinite(losses)
-                if bad.any():
-                    s_idx, i_idx = np.argwhere(bad)[0]
-                    where = f"last good checkpoint: step {last_good_ckpt}" if last_good_ckpt is not None else "no checkpoint yet"
-                    raise DivergenceError(
-                        f"training diverged: loss is {losses[s_idx, i_idx]} at step {pos + i_idx} "
-                        f"for seed {config.seeds[s_idx]} ({where})",
-                        step=int(pos + i_idx), seed=int(config.seeds[s_idx]),
-                    )
+                for i, sp in enumerate(spans):
+                    if errors[i] is None and bad[sp].any():
+                        s_idx, i_idx = np.argwhere(bad[sp])[0]
+                        where = (f"last good checkpoint: step {last_good[i]}" if last_good[i] is not None
+                                 else "no checkpoint yet")
+                        seed = configs[i].seeds[s_idx]
+                        msg = (f"training diverged: loss is {losses[sp][s_idx, i_idx]} at step {pos + i_idx} "
+                               f"for seed {seed} ({where})")
+                        if stop_on_divergence:
+                            raise DivergenceError(msg, step=int(pos + i_idx), seed=int(seed))
+                        errors[i] = msg
                 accs = np.asarray(accs)[:, : end - pos]
-                rows = []
-                for si, seed in enumerate(config.seeds):
-                    rows.append((end, seed, task, "", "loss", float(losses[si].mean())))
-                    if c.stream.loss == "xent":
-                        rows.append((end, seed, task, "", "accuracy", float(accs[si].mean())))
-                if metrics_fn is not None:
+                live = [i for i in range(len(configs)) if errors[i] is None]
+                rows = {i: [] for i in live}
+                for lane, (i, seed) in enumerate(zip(lane_cfg, lane_seed)):
+                    if i in rows:
+                        rows[i].append((end, seed, task, "", "loss", float(losses[lane].mean())))
+                        if c.stream.loss == "xent":
+                            rows[i].append((end, seed, task, "", "accuracy", float(accs[lane].mean())))
+                if metrics_fn is not None and live:
                     # on this task's own metric batch, before the next task's start (head zeroing)
-                    values = jax.device_get(metrics_fn(state["variables"], mx, my, mmask))
-                    for metric, per_layer in values.items():
+                    values_ = jax.device_get(metrics_fn(state["variables"], mx, my, mmask))
+                    for metric, per_layer in values_.items():
                         for layer, arr in per_layer.items():
                             arr = np.asarray(arr)
-                            for si, seed in enumerate(config.seeds):
-                                rows.append((end, seed, task, layer, metric, float(arr[si])))
-                table.extend(rows)
+                            for lane, (i, seed) in enumerate(zip(lane_cfg, lane_seed)):
+                                if i in rows:
+                                    rows[i].append((end, seed, task, layer, metric, float(arr[lane])))
                 is_ckpt = end == first + n or (ckpt_every is not None and end % ckpt_every == 0)
-                if writer is not None:
-                    writer.append(rows)  # durable before the checkpoint of the same step
-                    if is_ckpt:
-                        rd.save_checkpoint(run_dir, end, state, {"task": task, "seeds": list(config.seeds)})
-                        checkpoints.append(end)
-                        last_good_ckpt = end
+                host = jax.device_get(state) if (writers is not None and is_ckpt) else None
+                for i in live:
+                    tables[i].extend(rows[i])
+                    if writers is not None:
+                        writers[i].append(rows[i])  # durable before the checkpoint of the same step
+                        if is_ckpt:
+                            sub = jax.tree_util.tree_map(lambda a, sp=spans[i]: a[sp], host)
+                            rd.save_checkpoint(run_dirs[i], end, sub, {"task": task, "seeds": list(configs[i].seeds)})
+                            checkpoints[i].append(end)
+                            last_good[i] = end
                 bar.update(end - pos)
                 pos = end
     finally:
         bar.close()
-        if writer is not None:
-            writer.close()
+        if writers is not None:
+            for w in writers:
+                w.close()
     wall = time.perf_counter() - t0
-    summary = _summary(config, c, table, wall, n_dev, total)
-    if run_dir is not None:
-        rd.atomic_write_json(run_dir / "summary.json", summary)
-    return Run(config, run_dir, table, checkpoints, summary, c, jax.device_get(state))
+    final = jax.device_get(state)
+    runs = []
+    for i, cfg in enumerate(configs):
+        summary = _summary(cfg, parts[i], tables[i], wall, n_dev, total)
+        if errors[i] is not None:
+            summary["error"] = errors[i]
+        if run_dirs is not None:
+            rd.atomic_write_json(run_dirs[i] / "summary.json", summary)
+        runs.append(Run(cfg, None if run_dirs is None else run_dirs[i], tables[i], checkpoints[i], summary, parts[i],
+                        jax.tree_util.tree_map(lambda a, sp=spans[i]: a[sp], final), errors[i]))
+    return runs
+
+
+def _components_for(c: Components, config: Config) -> Components:
+    """``c`` for another config of the same program: its own config and optimiser (the values
+    differ, the structure is the same); stream, model and intervention are shared."""
+    import dataclasses
+
+    from ..optim import make_optimizer
+
+    config.validate()
+    o = config.optim
+    opt = make_optimizer(o.name, o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                         noise_sigma0=o.noise_sigma0, noise_decay=o.noise_decay)
+    return dataclasses.replace(c, config=config, optimizer=opt)
 
 
 def _resume(run_dir: Path, template):
@@ -570,5 +693,5 @@ def replace_config(config: Config, **sections) -> Config:
     return config.with_overrides(overrides)
 
 
-__all__ = ["Components", "Run", "build", "init_state", "make_chunk_fn", "masked_loss", "resume_config", "train",
-           "replace_config"]
+__all__ = ["Components", "Run", "build", "init_state", "lane_values", "make_chunk_fn", "masked_loss", "program_key",
+           "resume_config", "train", "train_lanes", "replace_config"]
