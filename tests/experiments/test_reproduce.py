@@ -28,8 +28,11 @@ EXPECTED = {
     "unit-fate": ["unit_fate"],
     "ntk-trajectory": ["ntk_trajectory"],
 }
-# The heaviest smoke runs (about a minute each on 2 cores) run with `make test-all`.
-SLOW = {"normalisation", "cloning-noise", "unit-fate", "cloning-curvature", "ntk-trajectory"}
+# The heaviest smoke runs (about a minute each on 2 cores) run with `make test-all`, and so do
+# cloning-dropout and cloning-optimizers (20-30 s each; the same clone_run as `cloning`, which
+# stays in the default suite) to keep `make test` under 15 min on a fresh clone.
+SLOW = {"normalisation", "cloning-noise", "unit-fate", "cloning-curvature", "ntk-trajectory",
+        "cloning-dropout", "cloning-optimizers"}
 
 # Figure name -> [(words of a check's claim, whether it holds at smoke scale)]. Every check whose
 # claim starts with the words, or has them after a space, must come out so (at least one must

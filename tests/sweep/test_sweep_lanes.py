@@ -13,6 +13,7 @@ import contextlib
 
 import jax
 import numpy as np
+import pytest
 
 from plasticity_dynamics.sweep import group_cells, parse_sweep, run_sweep
 from plasticity_dynamics.training import engine, train, train_lanes
@@ -71,6 +72,7 @@ def test_grid_is_one_program_and_lanes_equal_separate_runs():
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=f"lr={cfg.optim.lr}")
 
 
+@pytest.mark.slow  # 25 s; the 32-lane grid test above keeps lanes == separate runs in `make test`
 def test_sgd_lanes_are_bit_identical_to_separate_runs():
     spec = parse_sweep({"sweep": {"seeds": [0, 1], "axes": {"optim.lr": LRS}},
                         "base": {**BASE, "optim": {"name": "sgd"}}})
