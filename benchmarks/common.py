@@ -91,43 +91,15 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(wall_times(fn, repeats))
 
 
-COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
-                  "/jax/core/compile/jaxpr_to_mlir_module_duration",
-                  "/jax/core/compile/backend_compile_duration")
-
-
-class CompileClock:
-    """Context manager summing JAX's tracing + lowering + XLA compile time inside the block
-    (``jax.monitoring`` duration events), so run time can be reported apart from compile time
-    even for functions that (re)compile on every call. ``seconds`` holds the sum."""
-
-    def __init__(self):
-        self.seconds = 0.0
-
-    def _listen(self, event, duration, **_):
-        if event in COMPILE_EVENTS:
-            self.seconds += duration
-
-    def __enter__(self):
-        import jax
-
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-        return self
-
-    def __exit__(self, *exc):
-        import jax
-
-        jax.monitoring.unregister_event_duration_listener(self._listen)
-        return False
-
-
 def timed_split(fn, *, repeats: int = 5) -> dict:
-    """Like :func:`timed`, and per call the compile time inside it (:class:`CompileClock`):
-    first_call_s, first_compile_s, median_s (wall), median_compile_s, median_run_s (wall
-    minus compile, median over the repeats)."""
+    """Like :func:`timed`, and per call the compile time inside it
+    (:class:`plasticity_dynamics.runtime.CompileLog`): first_call_s, first_compile_s, median_s
+    (wall), median_compile_s, median_run_s (wall minus compile, median over the repeats)."""
+    from plasticity_dynamics.runtime import CompileLog
+
     walls, comps = [], []
     for _ in range(repeats + 1):
-        with CompileClock() as clock:
+        with CompileLog() as clock:
             t0 = time.perf_counter()
             block(fn())
             walls.append(time.perf_counter() - t0)

@@ -45,32 +45,7 @@ import numpy as np
 
 from benchmarks.common import default_out, environment, environment_line, table, timed, write_json
 from plasticity_dynamics.losses import masked_loss
-
-COMPILE = "/jax/core/compile/backend_compile_duration"
-ALL_COMPILE = ("/jax/core/compile/jaxpr_trace_duration",
-               "/jax/core/compile/jaxpr_to_mlir_module_duration", COMPILE)
-
-
-class Compiles:
-    """Counts backend compiles and sums compile-phase durations while active."""
-
-    def __init__(self):
-        self.count, self.seconds, self.names = 0, 0.0, []
-
-    def __call__(self, event, duration, **kw):
-        if event in ALL_COMPILE:
-            self.seconds += duration
-        if event == COMPILE:
-            self.count += 1
-            self.names.append(str(kw.get("fun_name")))
-
-    def __enter__(self):
-        jax.monitoring.register_event_duration_secs_listener(self)
-        return self
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self)
-
+from plasticity_dynamics.runtime import CompileLog
 
 # ------------------------------------------------------------------------------------------ 1
 
@@ -146,12 +121,12 @@ def section_analyze(quick: bool) -> dict:
     checkpoints, seeds, k = (4, 2, 3) if quick else (20, 4, 3)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = _make_run(Path(tmp) / "run", checkpoints, seeds)
-        with Compiles() as before, warnings.catch_warnings():
+        with CompileLog() as before, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             t0 = time.perf_counter()
             spectra = _baseline_analyze(run_dir, k)
             base_s = time.perf_counter() - t0
-        with Compiles() as after:
+        with CompileLog() as after:
             t0 = time.perf_counter()
             payload = analyze(run_dir, "all", k=k, progress=False)
             new_s = time.perf_counter() - t0
@@ -159,9 +134,9 @@ def section_analyze(quick: bool) -> dict:
                    for m in s["manifolds"].values()})
     return {"checkpoints": len(payload["checkpoints"]), "seeds": seeds, "k": k, "spectra": spectra,
             "distinct_normal_dims": len(dims),
-            "baseline_s": base_s, "baseline_compiles": before.count,
+            "baseline_s": base_s, "baseline_compiles": before.count(),
             "baseline_spectrum_compiles": sum("normal_spectrum_kernel" in n for n in before.names),
-            "vmapped_s": new_s, "vmapped_compiles": after.count,
+            "vmapped_s": new_s, "vmapped_compiles": after.count(),
             "vmapped_spectrum_compiles": sum("analyze_normal_spectra" in n for n in after.names),
             "speedup": base_s / new_s}
 
@@ -208,7 +183,7 @@ def _resnet(quick: bool, iters: int, batch: int = 32, k: int = 3, preset: str | 
     tg = timed(lambda: grad(params, rest, x, y), repeats=2)
     th = timed(lambda: hvp(params, params, rest, x, y), repeats=2)
     fn = pdx.curvature.normal_spectrum_fn(loss, k=k, method="lanczos", num_iters=iters, loop=loop)
-    with Compiles() as comp:
+    with CompileLog() as comp:
         t0 = time.perf_counter()
         data = jax.block_until_ready(fn(params, man, rest, x, y))
         total = time.perf_counter() - t0

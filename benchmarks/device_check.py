@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import default_out, environment, write_json
-from benchmarks.curvature_fn import Compiles, _resnet
+from benchmarks.curvature_fn import _resnet
+from plasticity_dynamics.runtime import CompileLog
 from plasticity_dynamics.losses import masked_loss
 
 
@@ -131,7 +132,7 @@ def _must_hold() -> dict:
 
     fn = pdx.curvature.normal_spectrum_fn(loss, k=2, method="lanczos")
     key = jax.device_put(jax.random.PRNGKey(0))
-    with Compiles() as comp:
+    with CompileLog() as comp:
         dims = []
         for units in ([0], [1, 2], [3, 4, 5]):
             man = jax.device_put(pdx.manifolds.frozen({"hidden_0": units}, params))

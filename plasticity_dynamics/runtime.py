@@ -1,5 +1,6 @@
 """Application-level JAX settings: :func:`configure_jax`, called by the command line, the tests,
-the notebooks and any script before its first computation.
+the notebooks and any script before its first computation; and :class:`CompileLog`, the one
+way tests and benchmarks measure what was compiled.
 
 The library itself never changes global JAX config; this module is the one place that does,
 on request. It imports nothing of the package, so the package root can re-export it without
@@ -63,4 +64,47 @@ def configure_jax() -> dict:
     return settings
 
 
-__all__ = ["CACHE_DIR_ENV", "NO_CACHE_ENV", "XLA_CPU_FLAG", "configure_jax", "default_cache_dir"]
+#: jax.monitoring duration events of one compilation: tracing, lowering, XLA backend compile.
+TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
+LOWER_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+class CompileLog:
+    """Context manager recording what JAX compiled inside the block, from ``jax.monitoring``
+    duration events (measured, not inferred from the code).
+
+    ``names``: one entry per XLA backend compile (or persistent-cache load), the program's name
+    as JAX reports it (``"jit(chunk)"``); ``seconds``: tracing + lowering + backend-compile time
+    summed. ``count(name=None)``: how many backend compiles, all or of programs whose name
+    contains ``name``. Cost: a listener call per event; nothing while no block is open.
+    """
+
+    def __init__(self):
+        self.names: list[str] = []
+        self.seconds = 0.0
+
+    def _listen(self, event, duration, **kw):
+        if event in (TRACE_EVENT, LOWER_EVENT, BACKEND_COMPILE_EVENT):
+            self.seconds += duration
+        if event == BACKEND_COMPILE_EVENT:
+            self.names.append(str(kw.get("fun_name", "?")))
+
+    def count(self, name: str | None = None) -> int:
+        return len(self.names) if name is None else sum(name in n for n in self.names)
+
+    def __enter__(self):
+        import jax
+
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def __exit__(self, *exc):
+        import jax
+
+        jax.monitoring.unregister_event_duration_listener(self._listen)
+        return False
+
+
+__all__ = ["CACHE_DIR_ENV", "NO_CACHE_ENV", "XLA_CPU_FLAG", "configure_jax", "default_cache_dir", "CompileLog",
+           "BACKEND_COMPILE_EVENT"]

@@ -68,17 +68,11 @@ def test_one_compiled_kernel_for_every_checkpoint(run_dir):
     from plasticity_dynamics.curvature import normal_spectrum
     from plasticity_dynamics.experiments.analyze import analyze
 
-    compiles = []
+    from plasticity_dynamics.runtime import CompileLog
 
-    def listen(event, duration, **kw):
-        if event == "/jax/core/compile/backend_compile_duration" and "analyze_normal_spectra" in str(kw.get("fun_name")):
-            compiles.append(kw["fun_name"])
-
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
+    with CompileLog() as log:
         payload = analyze(run_dir, "all", progress=False)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
+    compiles = [n for n in log.names if "analyze_normal_spectra" in n]
     frozen = [s["manifolds"]["frozen"] for c in payload["checkpoints"] for s in c["seeds"][:1]]
     assert len(frozen) == 2
     assert payload["checkpoints"][0]["seeds"][0]["detection"] != payload["checkpoints"][1]["seeds"][0]["detection"]

@@ -9,37 +9,13 @@ measured here, SGD lanes are bit-identical to separate runs up to 16 lanes of th
 engine's vmapped-seeds test already allows. Recorded losses agree to about one float32 ulp.
 """
 
-import contextlib
-
 import jax
 import numpy as np
 import pytest
 
+from plasticity_dynamics.runtime import CompileLog
 from plasticity_dynamics.sweep import group_cells, parse_sweep, run_sweep
 from plasticity_dynamics.training import engine, train, train_lanes
-
-BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
-
-
-@contextlib.contextmanager
-def compiles():
-    """Names of the programs XLA compiled (or loaded from the persistent cache) in the block
-    (as tests/training/test_compile_once.py counts them)."""
-    names = []
-
-    def listener(event, duration, **kw):
-        if event == BACKEND_COMPILE:
-            names.append(kw.get("fun_name", "?"))
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield names
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-
-
-def count(names, fun):
-    return sum(n == f"jit({fun})" for n in names)
 
 LRS, SIGMAS = [0.02, 0.05, 0.1, 0.2], [0.0, 0.01, 0.1, 0.5]
 BASE = {"optim": {"name": "noisy_sgd"}, "model": {"preset": "tiny", "dropout": 0.0},
@@ -58,9 +34,9 @@ def test_grid_is_one_program_and_lanes_equal_separate_runs():
     assert len(programs) == 1 and programs[0].lanes == 32
     engine._PROGRAMS.clear()
     engine.TRACE_COUNTS.clear()
-    with compiles() as names:
+    with CompileLog() as names:
         lanes = train_lanes(list(spec.configs), progress=False, devices=1)
-    assert count(names, "chunk") == 1 and engine.TRACE_COUNTS["chunk"] == 1, names
+    assert names.count("jit(chunk)") == 1 and engine.TRACE_COUNTS["chunk"] == 1, names.names
     for cfg, lane in zip(spec.configs, lanes):
         alone = train(cfg, progress=False, devices=1)
         assert lane.config == cfg and lane.error is None

@@ -6,7 +6,6 @@
 - the masked chunk gives the same numbers as chunks scanned at their own length.
 """
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -14,30 +13,8 @@ import sys
 import jax
 import numpy as np
 
+from plasticity_dynamics.runtime import CompileLog
 from plasticity_dynamics.training import Config, engine, train
-
-BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
-
-
-@contextlib.contextmanager
-def compiles():
-    """Names of the programs XLA compiled (or loaded from the persistent cache) in the block."""
-    names = []
-
-    def listener(event, duration, **kw):
-        if event == BACKEND_COMPILE:
-            names.append(kw.get("fun_name", "?"))
-
-    jax.monitoring.register_event_duration_secs_listener(listener)  # names look like "jit(chunk)"
-    try:
-        yield names
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-
-
-def count(names, fun):
-    return sum(n == f"jit({fun})" for n in names)
-
 
 def tiny(**over):
     base = {"model.preset": "tiny", "model.dropout": 0.0, "tasks.classes_per_task": 5, "tasks.num_tasks": 2,
@@ -49,12 +26,12 @@ def tiny(**over):
 def test_second_identical_train_compiles_no_chunk_or_metric_program():
     engine._PROGRAMS.clear()
     cfg = tiny(**{"optim.lr": 0.0123})  # a config no other test uses
-    with compiles() as first:
+    with CompileLog() as first:
         a = train(cfg, progress=False)
-    assert count(first, "chunk") == 1 and count(first, "counted_metrics") == 1, first
-    with compiles() as second:
+    assert first.count("jit(chunk)") == 1 and first.count("jit(counted_metrics)") == 1, first.names
+    with CompileLog() as second:
         b = train(cfg, progress=False)
-    assert sum(count(second, f) for f in ("chunk", "counted_metrics", "task_start")) == 0, second
+    assert sum(second.count(f"jit({f})") for f in ("chunk", "counted_metrics", "task_start")) == 0, second.names
     np.testing.assert_array_equal(a.table["value"], b.table["value"])
 
 
@@ -66,11 +43,11 @@ def test_forty_tasks_of_391_steps_compile_one_chunk_program():
         "tasks.kind": "permuted_inputs", "tasks.num_tasks": 40, "tasks.num_examples": 256,
         "tasks.metric_batch_size": 16, "train.steps_per_task": 391, "train.batch_size": 4, "record.every": 100,
         "record.metrics": False, "seeds": 1, "optim.name": "sgd", "optim.lr": 0.01})
-    with compiles() as names:
+    with CompileLog() as names:
         run = train(cfg, progress=False)
     lengths = {int(s) for s in np.diff(np.concatenate([[0], np.unique(run.table["step"])]))}
     assert len(lengths) > 10  # many distinct chunk lengths ...
-    assert count(names, "chunk") == 1 and engine.TRACE_COUNTS["chunk"] == 1, names  # ... one program
+    assert names.count("jit(chunk)") == 1 and engine.TRACE_COUNTS["chunk"] == 1, names.names  # ... one program
 
 
 def test_masked_chunks_equal_unmasked_chunks():
