@@ -275,7 +275,10 @@ def render(payload: dict) -> str:
         lines += ["analyze (20 checkpoints x 4 seeds, frozen sets change every checkpoint):",
                   table([payload["analyze"]], list(payload["analyze"]))]
     if "resnet" in payload:
-        lines += ["ResNet-18 normal spectrum (CPU):", table([payload["resnet"]], list(payload["resnet"]))]
+        head = "ResNet-18 normal spectrum (CPU)"
+        if "resnet_environment" in payload:  # measured in a separate run (``--only resnet``)
+            head += "; measured apart: " + environment_line(payload["resnet_environment"]).rstrip(".")
+        lines += [head + ":", table([payload["resnet"]], list(payload["resnet"]))]
     if "seeds" in payload:
         lines += ["seeds: vmapped vs Python loop:", table([payload["seeds"]], list(payload["seeds"]))]
     if "crossover" in payload:
