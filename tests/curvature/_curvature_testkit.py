@@ -118,34 +118,39 @@ def unflat(vec, like):
 def dense_hessian64(make_loss, params, *data):
     """Float64 Hessian of the flattened loss via jax.hessian under a local x64 context."""
     with jax.enable_x64(True):
-        leaves, treedef = jax.tree.flatten(params)
-        sizes = [x.size for x in leaves]
-        shapes = [x.shape for x in leaves]
         data64 = [jnp.asarray(np.asarray(d, np.float64)) for d in data]
         loss = make_loss(*data64)
+        unflat = unflattener(params)
 
         def f(vec):
-            parts, i = [], 0
-            for s, sh in zip(sizes, shapes):
-                parts.append(vec[i:i + s].reshape(sh))
-                i += s
-            return loss(treedef.unflatten(parts))
+            return loss(unflat(vec))
 
         h = jax.jit(jax.hessian(f))(jnp.asarray(flat64(params)))
         return np.asarray(h, np.float64)
 
 
+def unflattener(like):
+    """vec -> pytree shaped like ``like``, in jax leaf order (the inverse of :func:`flat64`,
+    dtype kept from ``vec``: float64 under ``enable_x64``)."""
+    leaves, treedef = jax.tree.flatten(like)
+
+    def unflat(vec):
+        parts, i = [], 0
+        for x in leaves:
+            parts.append(vec[i:i + x.size].reshape(x.shape))
+            i += x.size
+        return treedef.unflatten(parts)
+
+    return unflat
+
+
 def projector_matrix(normal_fn, like):
     """Dense P_N (float64) by applying a test manifold's projector to identity columns."""
     n = flat64(like).size
-    leaves, treedef = jax.tree.flatten(like)
+    unflat = unflattener(like)
 
     def apply(e):
-        parts, i = [], 0
-        for x in leaves:
-            parts.append(e[i:i + x.size].reshape(x.shape))
-            i += x.size
-        return jnp.concatenate([y.ravel() for y in jax.tree.leaves(normal_fn(treedef.unflatten(parts)))])
+        return jnp.concatenate([y.ravel() for y in jax.tree.leaves(normal_fn(unflat(e)))])
 
     return np.asarray(jax.vmap(apply)(jnp.eye(n, dtype=jnp.float32)), np.float64).T
 

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _curvature_testkit import ClonePairManifold, flat64, mlp_apply, mlp_params, normal_data, projector_matrix
+from _curvature_testkit import (ClonePairManifold, flat64, mlp_apply, mlp_params, normal_data, projector_matrix,
+                               unflattener)
 
 import plasticity_dynamics as pdx
 from plasticity_dynamics.errors import InputError
@@ -23,14 +24,10 @@ def fn(p, x):
 def jac64(p, x):
     """(B C, n) float64 Jacobian of the flattened logits (jax leaf order), by jax.jacobian."""
     with jax.enable_x64(True):
-        leaves, treedef = jax.tree.flatten(p)
+        unflat = unflattener(p)
 
         def f(vec):
-            parts, i = [], 0
-            for leaf in leaves:
-                parts.append(vec[i:i + leaf.size].reshape(leaf.shape))
-                i += leaf.size
-            return mlp_apply(treedef.unflatten(parts), jnp.asarray(np.asarray(x, np.float64))).reshape(-1)
+            return mlp_apply(unflat(vec), jnp.asarray(np.asarray(x, np.float64))).reshape(-1)
 
         return np.asarray(jax.jacobian(f)(jnp.asarray(flat64(p))), np.float64)
 

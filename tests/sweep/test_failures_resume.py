@@ -8,16 +8,10 @@ import time
 
 import pytest
 
+from _sweep_testkit import TINY_BASE
+
 from plasticity_dynamics.sweep import run_sweep
 
-BASE = """
-[base]
-optim = { name = "sgd" }
-model = { preset = "tiny", dropout = 0.0 }
-tasks = { classes_per_task = 5, num_tasks = 1 }
-train = { steps_per_task = 8, batch_size = 8 }
-record = { every = 4, metrics = false }
-"""
 
 
 def test_failing_cells_are_recorded_and_do_not_stop_the_others(tmp_path):
@@ -25,7 +19,7 @@ def test_failing_cells_are_recorded_and_do_not_stop_the_others(tmp_path):
     # (no such model family): a program of its own that cannot be built
     f = tmp_path / "s.toml"
     f.write_text('[sweep]\nmode = "zip"\nseeds = [0]\n[sweep.axes]\n"optim.lr" = [0.05, 1e30, 0.05]\n'
-                 '"model.name" = ["mlp", "mlp", "nosuch"]\n' + BASE)
+                 '"model.name" = ["mlp", "mlp", "nosuch"]\n' + TINY_BASE)
     res = run_sweep(f, out=tmp_path / "out", progress=False)
     status = [(c["status"], c["error"]) for c in res["cells"]]
     assert status[0] == ("done", "")
@@ -38,7 +32,7 @@ def test_failing_cells_are_recorded_and_do_not_stop_the_others(tmp_path):
     assert "0" in cells_in_table and "2" not in cells_in_table
 
 
-WIDTHS = '[sweep]\nseeds = [0]\n[sweep.axes]\n"model.widths" = [[6], [8], [10], [12]]\n' + BASE.replace(
+WIDTHS = '[sweep]\nseeds = [0]\n[sweep.axes]\n"model.widths" = [[6], [8], [10], [12]]\n' + TINY_BASE.replace(
     'preset = "tiny", ', "").replace("steps_per_task = 8", "steps_per_task = 40")
 
 

@@ -12,6 +12,7 @@ engine's vmapped-seeds test already allows. Recorded losses agree to about one f
 import jax
 import numpy as np
 import pytest
+from _sweep_testkit import TINY_BASE
 
 from plasticity_dynamics.runtime import CompileLog
 from plasticity_dynamics.sweep import group_cells, parse_sweep, run_sweep
@@ -68,13 +69,7 @@ seeds = [3]
 [sweep.axes]
 "optim.lr" = [0.05, 0.1]
 "optim.momentum" = [0.5, 0.9]
-[base]
-optim = { name = "sgd" }
-model = { preset = "tiny", dropout = 0.0 }
-tasks = { classes_per_task = 5, num_tasks = 1 }
-train = { steps_per_task = 8, batch_size = 8 }
-record = { every = 4, metrics = false }
-""")
+""" + TINY_BASE)
     res = run_sweep(f, out=tmp_path / "out", progress=False)
     out = tmp_path / "out"
     assert res["programs"] == 1 and [c["status"] for c in res["cells"]] == ["done", "done"]
