@@ -10,7 +10,9 @@ median of repeats, and the layer metrics alone on the same arrays.
 Baseline: the same formulas in plain NumPy float64 (every row, ``numpy.linalg.svd``; Dohare's
 all-positions low activity), median of repeats; NumPy has no autodiff, so it starts from the
 arrays JAX produced. ``numpy_over_jax`` is the speed ratio (target >= 3 at every size);
-``max_rel_diff`` the largest disagreement of the values (a sanity check).
+``max_rel_diff`` the largest disagreement of the values (a sanity check). JAX runs with
+``pdx.configure_jax()``, as the command line does: its XLA CPU flag (the concurrency-optimised
+scheduler off) also makes the fused per-unit counts 2-3x faster on 2 cores.
 
     python -m benchmarks.metrics [--quick] [--layers-only] [--repeats N] [--out PATH]
 
@@ -23,6 +25,7 @@ gives the Markdown tables.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -248,6 +251,9 @@ def main(argv=None) -> dict:
     import jax
 
     import plasticity_dynamics as pdx
+
+    os.environ["PDX_NO_COMPILATION_CACHE"] = "1"  # compile_s is a real compile, not a cache load
+    pdx.configure_jax()  # the settings the command line runs with (XLA CPU flag, no async dispatch)
 
     repeats = args.repeats or (3 if args.quick else 5)
     batch = 100 if args.quick else 500

@@ -20,6 +20,8 @@ from .ranks import (
     hard_rank,
     renyi2_rank,
     singular_values,
+    LayerFactors,
+    layer_factors,
     spectrum_ranks,
     srank,
     stable_rank,
@@ -64,7 +66,7 @@ __all__ = [
     "interleaved_partition", "linearised_fraction", "linearised_units", "low_activity_fraction",
     "low_activity_units", "make_unit_metrics_fn", "masked_accuracy", "metric_name", "metric_table",
     "metrics_from_arrays", "never_active_fraction", "never_active_units", "param_abs_mean", "param_distance",
-    "param_norms", "renyi2_rank", "saturated_fraction", "saturated_units", "singular_values", "spectrum_ranks",
+    "param_norms", "renyi2_rank", "saturated_fraction", "saturated_units", "singular_values", "spectrum_ranks", "LayerFactors", "layer_factors",
     "srank", "stable_rank", "track_fate", "unit_metrics", "unit_states", "unit_weight_features",
     "weight_symmetry_clusters",
 ]

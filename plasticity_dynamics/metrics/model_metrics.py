@@ -10,10 +10,11 @@ given, so the training engine can ``jax.vmap`` it over seeds and call it at ever
 retracing. :func:`unit_metrics` is the convenience form (cached per model and options; returns
 Python floats). :func:`metrics_from_arrays` computes the layer metrics from given arrays.
 
-Cost: one forward + one backward pass; per layer O(S x D) elementwise work, an O(S x D^2) Gram
-matrix for duplicates/clusters (S = samples after flattening), O(R x D x min(R, D)) + an eigh of
-size min(R, D) twice for ranks (R <= max_rows subsampled rows), and O(D^2) per cluster
-label-propagation round. Layers are taken through the model contract only (``model.apply``,
+Cost: one forward + one backward pass; per layer O(S x D) elementwise work (S = samples after
+flattening), one QR of the centred (S, D) matrix + one values-only SVD of size D + 1 + one D^3
+product for every rank and both similarity matrices on CPU (:func:`~.ranks.layer_factors`;
+Gram matrices + eigendecompositions elsewhere), and O(D^2) per cluster label-propagation
+round. Layers are taken through the model contract only (``model.apply``,
 ``model.layer_kinds``, ``model.activation``).
 
 Failure modes: InputError for unknown options, bad loss names, mismatched shapes, partitions for
@@ -35,17 +36,7 @@ from ..losses import masked_loss
 from .clone_r2 import _check_partition, clone_r2, clone_r2_std_ratio
 from .layout import LAYER_KINDS, flatten_units
 from .names import MetricOptions, metric_name, partition_map
-from .ranks import (
-    _subsample,
-    apply_cutoff,
-    centre_columns,
-    gram,
-    participation_of_gram,
-    rows_used,
-    scale_by_max,
-    spectrum,
-    spectrum_ranks,
-)
+from .ranks import _subsample, apply_cutoff, layer_factors, participation_of_gram, rows_used, spectrum_ranks
 from .signals import accuracy, masked_accuracy, param_abs_mean, param_distance, param_norms
 from .similarity import clusters_above, cosine_from_gram, upper_any_above
 from .units import (
@@ -59,6 +50,10 @@ from .units import (
 )
 
 LOSSES = ("xent", "mse")
+#: Layers of one shape are vmapped in batches of at most this many activation entries in all
+#: (a sequential loop over small layers costs ~1.5x on CPU; vmapping big conv maps all at once
+#: would multiply the peak memory by the number of layers).
+_STACK_ELEMENTS = 1 << 22
 _OPTION_NAMES = tuple(f.name for f in dataclasses.fields(MetricOptions))
 
 
@@ -87,10 +82,10 @@ def _fraction(mask):
 def _layer_metrics(h, g, z, ha, hp, activation, o: MetricOptions, partition) -> dict:
     """Every metric of one layer. ``h`` (N, D) activations (positions as samples, or pooled per
     example with ``pool=True``); ``ha`` every example x position (Dohare's low-activity rule;
-    None: ``h``); ``hp`` the per-image pooled activations of a conv/token layer (None for dense). Two Gram matrices serve
-    everything: G = h^T h (cosine duplicates, clusters, singular values) and the Gram matrix of
-    the column-centred h (Pearson duplicates, stable rank); with row sampling the ranks get their
-    own Gram matrices of the sampled rows."""
+    None: ``h``); ``hp`` the per-image pooled activations of a conv/token layer (None for dense). One
+    :func:`~.ranks.layer_factors` call serves everything: the singular values, G = h^T h (cosine
+    duplicates, clusters) and the Gram matrix of the column-centred h (Pearson duplicates,
+    stable rank); with row sampling the ranks get their own factors of the sampled rows."""
     out = {
         metric_name("dead_frac", o.dead_eps, o.dead_frac): _fraction(dead_units(h, o.dead_eps, o.dead_frac)),
         "never_active_frac": _fraction(never_active_units(h)),
@@ -111,12 +106,9 @@ def _layer_metrics(h, g, z, ha, hp, activation, o: MetricOptions, partition) -> 
                 frozen_units(z, activation, o.frozen_eps, o.frozen_frac)
             )
     n, d = h.shape
-    hs, _ = scale_by_max(h)
-    hc, _ = scale_by_max(centre_columns(h))
-    g_unc = gram(hs)  # (D, D), shared by cosine similarities and (n >= d, all rows) the spectrum
-    g_cen = gram(hc)
-    cos = cosine_from_gram(g_unc)
-    pear = cosine_from_gram(g_cen)
+    f = layer_factors(h)  # one factorisation serves the similarities and (all rows) the ranks
+    cos = cosine_from_gram(f.gram)
+    pear = cosine_from_gram(f.gram_centred)
     for t in o.duplicate_thresholds:
         out[metric_name("duplicate_frac", t)] = _fraction(upper_any_above(cos, t))
         out[metric_name("duplicate_frac_pearson", t)] = _fraction(upper_any_above(pear, t))
@@ -126,15 +118,14 @@ def _layer_metrics(h, g, z, ha, hp, activation, o: MetricOptions, partition) -> 
     out[metric_name("clone_clusters", c)] = cl.num_clusters.astype(jnp.float32)
     out[metric_name("largest_clone_cluster", c)] = cl.largest.astype(jnp.float32)
     rows = rows_used(n, o.max_rows)
-    if rows == n:  # every row: reuse both Gram matrices
-        sig, floor = spectrum(hs, g_unc)
-        stable = participation_of_gram(g_cen)
-        shape, tag = hs.shape, None
-    else:
-        sub, _ = scale_by_max(_subsample(h, o.max_rows, o.rank_seed))
-        sig, floor = spectrum(sub)
-        stable = participation_of_gram(gram(scale_by_max(centre_columns(_subsample(h, o.max_rows, o.rank_seed)))[0]))
+    if rows == n:  # every row: the layer's factors serve the ranks too
+        shape, tag = h.shape, None
+    else:  # sampled rows: their own factors
+        sub = _subsample(h, o.max_rows, o.rank_seed)
+        f = layer_factors(sub)
         shape, tag = sub.shape, rows
+    sig, floor = f.sigma, f.floor
+    stable = participation_of_gram(f.gram_centred)
     ranks = spectrum_ranks(apply_cutoff(sig, floor, shape, "resolution"), o.rank_frac,
                            hard=apply_cutoff(sig, floor, shape, "matrix_rank"))
     out[metric_name("effective_rank", rows=tag)] = ranks["effective_rank"]
@@ -187,9 +178,10 @@ def metrics_from_arrays(activations, grads=None, preactivations=None, layer_kind
         if len(members) == 1:
             layer, (h, g, z, ha, hp, part) = members[0]
             per_layer = {layer: _layer_metrics(h, g, z, ha, hp, activation, o, part)}
-        else:  # layers of one shape: compile the metrics once, loop over the stack
+        else:  # layers of one shape: compile the metrics once, vmapped over batches of the stack
             stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[args for _, args in members])
-            out = jax.lax.map(lambda t: _layer_metrics(*t[:5], activation, o, t[5]), stacked)
+            batch = max(1, min(len(members), _STACK_ELEMENTS // members[0][1][0].size))
+            out = jax.lax.map(lambda t: _layer_metrics(*t[:5], activation, o, t[5]), stacked, batch_size=batch)
             per_layer = {layer: {k: v[i] for k, v in out.items()} for i, (layer, _) in enumerate(members)}
         for layer, values in per_layer.items():
             for name, value in values.items():

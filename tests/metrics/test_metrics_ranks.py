@@ -129,3 +129,37 @@ def test_wide_dynamic_range_and_dead_units(shape):
     assert np.all(got[9:] == 0.0)
     assert int(m.hard_rank(h)) == 9
     assert float(m.effective_rank(h)) == pytest.approx(_np_ranks(h)["effective_rank"], rel=1e-4)
+
+
+@pytest.mark.parametrize("route", ["qr", "gram"])
+@pytest.mark.parametrize("shape", [(400, 48), (30, 64)])
+def test_layer_factors_both_routes_match_float64(route, shape):
+    """One factorisation per layer: singular values and both Gram matrices, on either route,
+    against NumPy float64 from their definitions (a ReLU layer with dead units, a constant
+    unit, a clone pair, a large mean and singular values spanning 4 decades)."""
+    rng = np.random.default_rng(7)
+    n, d = shape
+    h = _with_spectrum(rng, n, d, np.logspace(0, -4, min(n, d) // 2)) * 40 + 1.5
+    h = np.maximum(h, 0)
+    h[:, :3] = 0.0  # dead
+    h[:, 3] = 2.0  # constant
+    h[:, 5] = h[:, 4]  # clones
+    h = h.astype(np.float32)
+    f = jax.jit(lambda a: m.layer_factors(a, route))(h)
+    h64 = h.astype(np.float64) / float(f.scale)
+    s64 = np.linalg.svd(h64, compute_uv=False)
+    sig = np.asarray(f.sigma, np.float64)
+    assert float(f.scale) == pytest.approx(np.abs(h).max())
+    assert np.max(np.abs(sig - s64)) <= 2e-5 * s64[0]
+    assert float(f.floor) < 1e-4 * s64[0]  # resolves the 4 decades
+    g64 = h64.T @ h64
+    c64 = h64 - h64.mean(0)
+    c64[:, :4] = 0.0  # constant columns centre to exactly zero
+    gc64 = c64.T @ c64
+    for got, want in ((f.gram, g64), (f.gram_centred, gc64)):
+        norms = np.sqrt(np.outer(np.diag(want), np.diag(want)))
+        assert np.all(np.abs(np.asarray(got, np.float64) - want) <= 1e-5 * norms + 1e-7 * np.abs(want).max())
+    assert np.all(np.asarray(f.gram_centred)[:, 3] == 0.0)
+    er = float(pdx.metrics.metrics_from_arrays({"L": h}, layer_kinds={"L": "dense"})["effective_rank"]["L"])
+    p = s64[s64 > 1e-6 * s64[0]] / s64[s64 > 1e-6 * s64[0]].sum()
+    assert er == pytest.approx(np.exp(-np.sum(p * np.log(p))), rel=2e-5)
