@@ -178,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="principal angles between the k lowest / k highest normal eigenvectors of successive "
                         "selected checkpoints")
     a.add_argument("--lyapunov", type=int, default=0, metavar="W",
-                   help="finite-time Lyapunov exponents of the normal dynamics over W steps of the run's optimiser "
-                        "on the metric batch (0: off)")
+                   help="finite-time Lyapunov exponents of the normal dynamics over the W run steps after each "
+                        "checkpoint, replaying the run's own minibatches and keys (clipped to the task; 0: off)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=_cmd_analyze)
 

@@ -23,11 +23,16 @@ Optional, per checkpoint and seed (flags of ``analyze``; each adds keys to ``man
 - ``--track``: principal angles (radians, ascending) between the k lowest and the k highest
   normal eigenvectors and those of the previous selected checkpoint (``manifolds[name]
   ["angles_low"]`` / ``["angles_high"]``, ``pdx.curvature.principal_angles``).
-- ``--lyapunov W``: the k leading finite-time Lyapunov exponents of the normal dynamics over W
-  steps of the run's optimiser from the checkpoint's (params, optimiser state), on the
-  checkpoint's metric batch (full batch, not the run's minibatch sequence: the stream's
-  batches are not replayed here), ``manifolds[name]["lyapunov"]``
-  (``pdx.curvature.normal_lyapunov``).
+- ``--lyapunov W``: the k leading finite-time Lyapunov exponents of the normal dynamics over
+  the W run steps that follow the checkpoint (``pdx.curvature.normal_lyapunov`` of
+  ``pdx.train.run_step_fn``: the run's own minibatches, dropout and intervention keys, lane
+  optimiser and task-start actions, from the checkpoint's full state), ``manifolds[name]
+  ["lyapunov"]`` with the window's global steps ``first_step .. last_step`` and its ``task``.
+  The window is clipped to the end of the task it starts in (``steps`` says how many were
+  taken); after the run's last step, or for an intervention that cannot be linearised (cbp,
+  redo), the record has an ``error`` instead. When a checkpoint exists at the window's end,
+  ``end_state_max_abs_diff`` is the largest |difference| between the window's unperturbed
+  end params and that checkpoint's (the replay check: float32 rounding, ~1e-6).
 
 The loss is the masked training loss in train mode with dropout off (the gradient the optimiser
 sees, without its noise). Writes ``RUN_DIR/manifolds.json`` and ``RUN_DIR/figures/manifolds_*``.
@@ -147,7 +152,8 @@ def analyze(run_dir: str | Path, steps: str = "all", *, k: int = 3, progress: bo
     if isinstance(lyapunov, bool) or not isinstance(lyapunov, int) or lyapunov < 0:
         raise InputError(f"--lyapunov {lyapunov!r} must be a window length >= 0 (0: off)")
     kernel = spectra_kernel(loss_fn, k=k, num_iters=num_iters)
-    extras = _Extras(plain, c.optimizer, kind, loss_fn, k, ntk, layers, track, lyapunov)
+    extras = _Extras(plain, c, kind, loss_fn, k, ntk, layers, track, lyapunov,
+                     lambda s: load_checkpoint(run_dir, s, template)[0], list_checkpoints(run_dir))
     records = []
     bar = progress_bar(len(chosen) * len(config.seeds), progress, desc="analyze", unit="ckpt·seed")
     t0 = time.perf_counter()
@@ -179,8 +185,7 @@ def analyze(run_dir: str | Path, steps: str = "all", *, k: int = 3, progress: bo
                 seed_entry["manifolds"][name] = _manifold_record(out, i, dims[i])
                 if extras.any:
                     seed_entry["manifolds"][name].update(extras.manifold(
-                        name, i, jax.tree_util.tree_map(lambda a: a[i], variables),
-                        jax.tree_util.tree_map(lambda a: a[i], state["opt_state"]), mans[i],
+                        name, i, config.seeds[i], step, jax.tree_util.tree_map(lambda a: a[i], state), mans[i],
                         jax.tree_util.tree_map(lambda a: a[i], out[0].eigenvectors), (x, y, mask)))
         if ntk:
             for i, seed_entry in enumerate(entry["seeds"]):
@@ -207,13 +212,16 @@ def _ntk_record(s) -> dict:
 class _Extras:
     """The optional per-seed analyses (--ntk, --layers, --track, --lyapunov) on the host."""
 
-    def __init__(self, model, optimizer, kind, loss_fn, k, ntk, layers, track, lyapunov):
-        from ..training.step import train_step
+    def __init__(self, model, components, kind, loss_fn, k, ntk, layers, track, lyapunov, load, checkpoints):
+        from ..training.replay import replay_step
 
         self.k, self.do_ntk, self.do_layers, self.do_track, self.window = k, ntk, layers, track, lyapunov
         self.any = ntk or layers or track or bool(lyapunov)
         self.loss_fn = loss_fn
         self.prev = {}
+        self.c = components
+        self.load, self.checkpoints, self.loaded = load, set(checkpoints), {}
+        self.contexts = {}
 
         def ntk_logits(params, batch):
             """eNTK function: eval mode; ``batch = (rest, x)`` so that the batch statistics are
@@ -222,15 +230,9 @@ class _Extras:
             return model.apply({**rest, "params": params}, x, train=False).logits
 
         self.ntk_fn = ntk_logits
-
-        def analysis_step(state, t):
-            """One step of the run's optimiser on the metric batch (full batch, fixed)."""
-            x, y, mask = state["batch"]
-            v, o, _, _, _ = train_step(model, optimizer, kind, {**state["rest"], "params": state["params"]},
-                                       state["opt"], x, y, mask, jax.random.fold_in(jax.random.PRNGKey(0), t))
-            return {"params": v["params"], "opt": o, "rest": state["rest"], "batch": state["batch"]}
-
-        self.step = analysis_step
+        # the run's own step; its context (seed, task data, schedule) is a traced argument, so
+        # one compile serves every checkpoint and seed (per manifold structure and window length)
+        self.step = replay_step(components) if lyapunov else None
 
     def ntk(self, variables, x) -> dict:
         from ..curvature import ntk_spectrum
@@ -238,10 +240,11 @@ class _Extras:
         rest = {k_: v for k_, v in variables.items() if k_ != "params"}
         return _ntk_record(ntk_spectrum(self.ntk_fn, variables["params"], (rest, x)))
 
-    def manifold(self, name, i, variables, opt_state, manifold, vectors, batch) -> dict:
-        from ..curvature import layer_spectra, normal_lyapunov, ntk_spectrum, principal_angles
+    def manifold(self, name, i, seed, step, state, manifold, vectors, batch) -> dict:
+        from ..curvature import layer_spectra, ntk_spectrum, principal_angles
 
         out = {}
+        variables = state["variables"]
         params = variables["params"]
         rest = {k_: v for k_, v in variables.items() if k_ != "params"}
         x, y, mask = batch
@@ -262,14 +265,36 @@ class _Extras:
                 out["angles_high"] = [float(a) for a in principal_angles(prev[1], high)]
             self.prev[(name, i)] = (low, high)
         if self.window:
-            st = {"params": params, "opt": opt_state, "rest": rest, "batch": (x, y, mask)}
-            try:
-                ly = normal_lyapunov(self.step, st, manifold, k=self.k, steps=self.window)
-                out["lyapunov"] = {"window": self.window, "exponents": [float(e) for e in ly.exponents],
-                                   "growth": [float(g) for g in ly.growth]}
-            except InputError as err:  # e.g. Adam at zero second moment on dead units' weights
-                out["lyapunov"] = {"window": self.window, "exponents": [], "growth": [], "error": str(err)}
+            out["lyapunov"] = self.lyapunov(i, seed, step, state, manifold)
         return out
+
+    def lyapunov(self, i, seed, step, state, manifold) -> dict:
+        """Exponents over the run steps after checkpoint ``step`` (see the module docstring)."""
+        from ..curvature import normal_lyapunov
+        from ..training.replay import check_linearisable, replay_context, step_state, task_window
+
+        rec = {"window": self.window}
+        try:
+            win = task_window(self.c, step, self.window, clip=True)
+            rec.update(first_step=win.start, last_step=win.start + win.steps - 1, steps=win.steps, task=win.task)
+            check_linearisable(self.c, win)
+            key = (seed, win.task)
+            if key not in self.contexts:
+                self.contexts[key] = replay_context(self.c, seed, win.task)
+            ly = normal_lyapunov(self.step, step_state(state), manifold, k=self.k, steps=win.steps, t0=win.start,
+                                 args=(self.contexts[key],))
+        except InputError as err:  # no run step follows; cbp/redo; Adam at zero second moment (dead units)
+            return {**rec, "exponents": [], "growth": [], "error": str(err)}
+        rec.update(exponents=[float(e) for e in ly.exponents], growth=[float(g) for g in ly.growth])
+        end = win.start + win.steps
+        if end in self.checkpoints:
+            if end not in self.loaded:
+                self.loaded = {end: self.load(end)}  # one checkpoint kept: the next window starts there
+            want = jax.tree_util.tree_leaves(self.loaded[end]["variables"]["params"])
+            got = jax.tree_util.tree_leaves(ly.final_state["params"])
+            rec["end_state_max_abs_diff"] = max(float(np.max(np.abs(np.asarray(g) - np.asarray(w)[i])))
+                                                for g, w in zip(got, want))
+        return rec
 
 
 def plot_dynamics(payload: dict, out_dir: Path) -> list:
