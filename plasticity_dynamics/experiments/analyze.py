@@ -33,6 +33,14 @@ Optional, per checkpoint and seed (flags of ``analyze``; each adds keys to ``man
   redo), the record has an ``error`` instead. When a checkpoint exists at the window's end,
   ``end_state_max_abs_diff`` is the largest |difference| between the window's unperturbed
   end params and that checkpoint's (the replay check: float32 rounding, ~1e-6).
+- ``--churn``: churn (``pdx.metrics.churn``, C-CHAIN's definition: the mean over the examples
+  and outputs of |f_after(x) - f_before(x)|, logits in eval mode, ``abs``; for classification
+  also ``flip``, the fraction of changed argmax predictions) on a held-out batch, the test
+  split's metric batch of the checkpoint's task (never trained on): ``seed["churn"]
+  ["next_update"]``, the churn of the run's own next update (one replayed step, as C-CHAIN
+  defines churn: per update, on data outside the update's batch), and ``["since_previous"]``,
+  the change since the previous *selected* checkpoint (many updates; at task ends this is the
+  churn across a whole task). Plotted against task beside the eNTK rank.
 
 The loss is the masked training loss in train mode with dropout off (the gradient the optimiser
 sees, without its noise). Writes ``RUN_DIR/manifolds.json`` and ``RUN_DIR/figures/manifolds_*``.
@@ -118,7 +126,7 @@ def _manifold_record(out, i: int, dim: int) -> dict:
 
 def analyze(run_dir: str | Path, steps: str = "all", *, k: int = 3, progress: bool = True,
             num_iters: int | None = None, ntk: bool = False, layers: bool = False,
-            track: bool = False, lyapunov: int = 0) -> dict:
+            track: bool = False, lyapunov: int = 0, churn: bool = False) -> dict:
     """Detect manifolds and their normal spectra at the checkpoints of ``run_dir``; returns the
     ``manifolds.json`` payload (also written to disk, atomically).
 
@@ -152,7 +160,7 @@ def analyze(run_dir: str | Path, steps: str = "all", *, k: int = 3, progress: bo
     if isinstance(lyapunov, bool) or not isinstance(lyapunov, int) or lyapunov < 0:
         raise InputError(f"--lyapunov {lyapunov!r} must be a window length >= 0 (0: off)")
     kernel = spectra_kernel(loss_fn, k=k, num_iters=num_iters)
-    extras = _Extras(plain, c, kind, loss_fn, k, ntk, layers, track, lyapunov,
+    extras = _Extras(plain, c, kind, loss_fn, k, ntk, layers, track, lyapunov, churn,
                      lambda s: load_checkpoint(run_dir, s, template)[0], list_checkpoints(run_dir))
     records = []
     bar = progress_bar(len(chosen) * len(config.seeds), progress, desc="analyze", unit="ckpt·seed")
@@ -190,14 +198,19 @@ def analyze(run_dir: str | Path, steps: str = "all", *, k: int = 3, progress: bo
         if ntk:
             for i, seed_entry in enumerate(entry["seeds"]):
                 seed_entry["ntk"] = extras.ntk(jax.tree_util.tree_map(lambda a: a[i], variables), x)
+        if churn:
+            held_out = jnp.asarray(c.stream.metric_batch(task, split="test")[0])
+            for i, seed_entry in enumerate(entry["seeds"]):
+                seed_entry["churn"] = extras.churn(i, config.seeds[i], step,
+                                                   jax.tree_util.tree_map(lambda a: a[i], state), held_out)
         records.append(entry)
     bar.close()
     payload = {"run_dir": str(run_dir), "k": k, "wall_time_s": round(time.perf_counter() - t0, 2),
-               "options": {"ntk": ntk, "layers": layers, "track": track, "lyapunov": lyapunov},
+               "options": {"ntk": ntk, "layers": layers, "track": track, "lyapunov": lyapunov, "churn": churn},
                "loss": "masked training loss, train mode, dropout off", "checkpoints": records}
     atomic_write_json(run_dir / "manifolds.json", payload)
     plot_analysis(payload, run_dir / "figures")
-    if ntk or track or lyapunov:
+    if ntk or track or lyapunov or churn:
         plot_dynamics(payload, run_dir / "figures")
     return payload
 
@@ -212,10 +225,11 @@ def _ntk_record(s) -> dict:
 class _Extras:
     """The optional per-seed analyses (--ntk, --layers, --track, --lyapunov) on the host."""
 
-    def __init__(self, model, components, kind, loss_fn, k, ntk, layers, track, lyapunov, load, checkpoints):
+    def __init__(self, model, components, kind, loss_fn, k, ntk, layers, track, lyapunov, churn, load, checkpoints):
         from ..training.replay import replay_step
 
         self.k, self.do_ntk, self.do_layers, self.do_track, self.window = k, ntk, layers, track, lyapunov
+        self.kind = kind
         self.any = ntk or layers or track or bool(lyapunov)
         self.loss_fn = loss_fn
         self.prev = {}
@@ -232,7 +246,15 @@ class _Extras:
         self.ntk_fn = ntk_logits
         # the run's own step; its context (seed, task data, schedule) is a traced argument, so
         # one compile serves every checkpoint and seed (per manifold structure and window length)
-        self.step = replay_step(components) if lyapunov else None
+        self.step = replay_step(components) if (lyapunov or churn) else None
+        self.one_step = jax.jit(self.step) if churn else None
+        self.prev_vars = {}
+
+        def outputs(variables, x):
+            """Churn function: the logits in eval mode (no dropout, running statistics)."""
+            return model.apply(variables, x, train=False).logits
+
+        self.outputs = outputs
 
     def ntk(self, variables, x) -> dict:
         from ..curvature import ntk_spectrum
@@ -268,21 +290,51 @@ class _Extras:
             out["lyapunov"] = self.lyapunov(i, seed, step, state, manifold)
         return out
 
+    def context(self, seed, task):
+        from ..training.replay import replay_context
+
+        if (seed, task) not in self.contexts:
+            self.contexts[(seed, task)] = replay_context(self.c, seed, task)
+        return self.contexts[(seed, task)]
+
+    def churn(self, i, seed, step, state, held_out) -> dict:
+        """Churn on the held-out batch (see the module docstring): of the run's next update
+        (replayed) and since the previous selected checkpoint."""
+        from ..metrics import churn
+        from ..training.replay import engine_state, step_state, task_window
+
+        kinds = ("abs", "flip") if self.kind == "xent" else ("abs",)
+
+        def measure(before, after):
+            return {kd: float(churn(self.outputs, before, after, held_out, kind=kd)) for kd in kinds}
+
+        variables = state["variables"]
+        rec = {"held_out": f"test split, {int(held_out.shape[0])} examples of the checkpoint's task"}
+        try:
+            win = task_window(self.c, step, 1)
+        except InputError as err:  # the run's last checkpoint: no update follows
+            rec["next_update_error"] = str(err)
+        else:
+            after = engine_state(self.one_step(step_state(state), jnp.int32(step), self.context(seed, win.task)))
+            rec["next_update"] = {"step": step, **measure(variables, after["variables"])}
+        prev = self.prev_vars.get(i)
+        if prev is not None:
+            rec["since_previous"] = {"from_step": prev[0], **measure(prev[1], variables)}
+        self.prev_vars[i] = (step, variables)
+        return rec
+
     def lyapunov(self, i, seed, step, state, manifold) -> dict:
         """Exponents over the run steps after checkpoint ``step`` (see the module docstring)."""
         from ..curvature import normal_lyapunov
-        from ..training.replay import check_linearisable, replay_context, step_state, task_window
+        from ..training.replay import check_linearisable, step_state, task_window
 
         rec = {"window": self.window}
         try:
             win = task_window(self.c, step, self.window, clip=True)
             rec.update(first_step=win.start, last_step=win.start + win.steps - 1, steps=win.steps, task=win.task)
             check_linearisable(self.c, win)
-            key = (seed, win.task)
-            if key not in self.contexts:
-                self.contexts[key] = replay_context(self.c, seed, win.task)
             ly = normal_lyapunov(self.step, step_state(state), manifold, k=self.k, steps=win.steps, t0=win.start,
-                                 args=(self.contexts[key],))
+                                 args=(self.context(seed, win.task),))
         except InputError as err:  # no run step follows; cbp/redo; Adam at zero second moment (dead units)
             return {**rec, "exponents": [], "growth": [], "error": str(err)}
         rec.update(exponents=[float(e) for e in ly.exponents], growth=[float(g) for g in ly.growth])
@@ -298,17 +350,23 @@ class _Extras:
 
 
 def plot_dynamics(payload: dict, out_dir: Path) -> list:
-    """eNTK effective rank against task; normal eNTK lambda_max against the normal Hessian
-    extremes; principal angles and Lyapunov exponents against step (what was recorded)."""
+    """eNTK effective rank and churn against task; normal eNTK lambda_max against the normal
+    Hessian extremes; principal angles and Lyapunov exponents against step (what was recorded)."""
     import matplotlib.pyplot as plt
 
     from ..plotting.run import save_figure
 
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.5))
+    fig, axes = plt.subplots(1, 5, figsize=(21, 3.5))
+    ax_rank, ax_churn, axes = axes[0], axes[1], axes[1:]
     for entry in payload["checkpoints"]:
         for s in entry["seeds"]:
             if "ntk" in s:
-                axes[0].scatter(entry["task"], s["ntk"]["effective_rank"], color="C0", s=20)
+                ax_rank.scatter(entry["task"], s["ntk"]["effective_rank"], color="C0", s=20)
+            ch = s.get("churn", {})
+            if "next_update" in ch:
+                ax_churn.scatter(entry["task"], max(ch["next_update"]["abs"], 1e-12), color="C0", marker="o", s=20)
+            if "since_previous" in ch:
+                ax_churn.scatter(entry["task"], max(ch["since_previous"]["abs"], 1e-12), color="C3", marker="s", s=20)
             for j, (name, m) in enumerate(sorted(s["manifolds"].items())):
                 col = f"C{j + 1}"
                 if "ntk" in m:
@@ -319,8 +377,12 @@ def plot_dynamics(payload: dict, out_dir: Path) -> list:
                         axes[2].scatter(entry["step"], max(m[key]), color=col, marker=mk, s=20)
                 if m.get("lyapunov", {}).get("exponents"):
                     axes[3].scatter(entry["step"], m["lyapunov"]["exponents"][0], color=col, s=20)
-    axes[0].set_title("eNTK effective rank (metric batch) against task", fontsize=9)
-    axes[0].set_xlabel("task")
+    ax_rank.set_title("eNTK effective rank (metric batch) against task", fontsize=9)
+    ax_rank.set_xlabel("task")
+    ax_churn.set_title("churn mean|Δf| on the held-out batch (o next update,\n■ since the previous checkpoint)",
+                       fontsize=8)
+    ax_churn.set_xlabel("task")
+    ax_churn.set_yscale("log")
     axes[1].set_title("normal Hessian extremes (v min, ^ max) against\nnormal eNTK λ_max (C1 cloned, C2 frozen)",
                       fontsize=8)
     axes[1].set_xlabel("normal eNTK λ_max")

@@ -128,7 +128,7 @@ def test_analyze_ntk_layers_track_lyapunov(run_dir, capsys):
     normal spectra, angles from the second checkpoint on, and Lyapunov exponents."""
     assert main(["analyze", str(run_dir), "--ntk", "--layers", "--track", "--lyapunov", "3", "--quiet"]) == 0
     payload = json.loads((run_dir / "manifolds.json").read_text())
-    assert payload["options"] == {"ntk": True, "layers": True, "track": True, "lyapunov": 3}
+    assert payload["options"] == {"ntk": True, "layers": True, "track": True, "lyapunov": 3, "churn": False}
     first, last = payload["checkpoints"][0]["seeds"][0], payload["checkpoints"][-1]["seeds"][0]
     assert 1.0 <= first["ntk"]["effective_rank"] <= first["ntk"]["size"]
     frozen = last["manifolds"]["frozen"]
@@ -205,3 +205,48 @@ def test_lyapunov_replays_the_runs_own_steps(replayed_run):
         for m in s["manifolds"].values():
             ly = m["lyapunov"]
             assert ly["exponents"] == [] and "no run step follows step 12" in ly["error"]
+
+
+@pytest.mark.slow
+def test_churn_of_the_next_update_and_since_the_previous_checkpoint(tmp_path):
+    """--churn: with a checkpoint after every step, the churn of the replayed next update at
+    checkpoint s equals the churn since the previous checkpoint recorded at s + 1 (the engine's own
+    update), and both equal mean |logits_after - logits_before| on the held-out test batch,
+    computed here from the checkpoints; the last checkpoint has no next update."""
+    from plasticity_dynamics.experiments.analyze import analyze
+
+    out = tmp_path / "run"
+    cfg = Config().with_overrides({
+        "model.preset": "tiny", "model.norm": "none", "model.dropout": 0.2, "tasks.num_tasks": 2,
+        "tasks.classes_per_task": 5, "tasks.metric_batch_size": 40, "train.steps_per_task": 2,
+        "train.batch_size": 16, "optim.name": "sgd", "optim.lr": 0.1, "record.every": 1,
+        "record.checkpoint_every": 1, "seeds": 1, "record.metrics": False})
+    run = train(cfg, out=out, progress=False)
+    steps = list_checkpoints(out)
+    assert steps == [1, 2, 3, 4]
+    payload = analyze(out, "all", churn=True, progress=False)
+    ch = {c["step"]: c["seeds"][0]["churn"] for c in payload["checkpoints"]}
+    c = run.components
+    template = jax.vmap(lambda s: init_state(c, s))(jnp.asarray([0]))
+
+    def logits(step, x):
+        v = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]), load_checkpoint(out, step, template)[0]["variables"])
+        return np.asarray(c.model.apply(v, x, train=False).logits, np.float64)
+
+    for a, b in zip(steps, steps[1:]):
+        task = payload["checkpoints"][steps.index(b)]["task"]
+        x = jnp.asarray(c.stream.metric_batch(task, split="test")[0])
+        want = np.mean(np.abs(logits(b, x) - logits(a, x)))
+        flips = np.mean(logits(b, x).argmax(1) != logits(a, x).argmax(1))
+        assert want > 0
+        assert ch[b]["since_previous"]["from_step"] == a
+        assert np.isclose(ch[b]["since_previous"]["abs"], want, rtol=1e-5)
+        assert np.isclose(ch[b]["since_previous"]["flip"], flips)
+    for a, b in zip(steps, steps[1:]):
+        if payload["checkpoints"][steps.index(a)]["task"] == payload["checkpoints"][steps.index(b)]["task"]:
+            # same held-out batch: the replayed next update is the engine's update a -> b
+            assert np.isclose(ch[a]["next_update"]["abs"], ch[b]["since_previous"]["abs"], rtol=1e-4), (a, ch)
+    assert "since_previous" not in ch[1]
+    assert "no run step follows step 4" in ch[4]["next_update_error"]
+    assert payload["options"]["churn"] is True
+    assert (out / "figures" / "manifolds_dynamics.png").stat().st_size > 1000
