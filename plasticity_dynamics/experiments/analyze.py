@@ -293,9 +293,9 @@ class _Extras:
     def context(self, seed, task):
         from ..training.replay import replay_context
 
-        if (seed, task) not in self.contexts:
-            self.contexts[(seed, task)] = replay_context(self.c, seed, task)
-        return self.contexts[(seed, task)]
+        if task not in self.contexts:  # one task's data kept at a time, shared by the seeds
+            self.contexts = {task: replay_context(self.c, 0, task)}
+        return {**self.contexts[task], "seed": jnp.int32(seed)}
 
     def churn(self, i, seed, step, state, held_out) -> dict:
         """Churn on the held-out batch (see the module docstring): of the run's next update
