@@ -130,7 +130,7 @@ def normal_lyapunov(step_fn: Callable[[PyTree, Any], PyTree], state: PyTree,
       num_iters: Lanczos depth (default ``min(normal_dim, max(3k, k + 20))``).
       t0: index of the first step. key: PRNG key of the start vector(s).
       args: extra arguments, ``step_fn(state, t, *args)``: traced, carrying no tangent (data,
-        seeds, schedule values; e.g. ``pdx.train.replay_context``), so one compile serves every
+        seeds, schedule values; e.g. ``pdx.training.replay.replay_context``), so one compile serves every
         ``args`` of equal shapes.
     Returns:
       :class:`LyapunovResult`.

@@ -25,7 +25,7 @@ Optional, per checkpoint and seed (flags of ``analyze``; each adds keys to ``man
   ["angles_low"]`` / ``["angles_high"]``, ``pdx.curvature.principal_angles``).
 - ``--lyapunov W``: the k leading finite-time Lyapunov exponents of the normal dynamics over
   the W run steps that follow the checkpoint (``pdx.curvature.normal_lyapunov`` of
-  ``pdx.train.run_step_fn``: the run's own minibatches, dropout and intervention keys, lane
+  ``pdx.training.run_step_fn``: the run's own minibatches, dropout and intervention keys, lane
   optimiser and task-start actions, from the checkpoint's full state), ``manifolds[name]
   ["lyapunov"]`` with the window's global steps ``first_step .. last_step`` and its ``task``.
   The window is clipped to the end of the task it starts in (``steps`` says how many were

@@ -194,7 +194,7 @@ def lane_values(config: Config) -> dict[str, float]:
 
 def make_engine_step(c: Components):
     """The engine's training step of one seed, the one definition the chunk program and
-    :func:`pdx.train.run_step_fn` (replay) share:
+    :func:`pdx.training.run_step_fn` (replay) share:
     ``step(state, t, seed, data, task_first, task, opt) -> (state, (loss, accuracy))``.
 
     ``state``: ``{"variables", "opt_state", "iv_state"}``; ``t``: global step index (keys

@@ -143,7 +143,7 @@ def replay_step(c) -> Callable[[dict, Any, dict], dict]:
 
 def run_step_fn(c, seed: int, *, start: int, steps: int) -> Callable[[dict, Any], dict]:
     """The run's own training step ``step_fn(state, t) -> state`` for global steps
-    ``start .. start + steps - 1`` of seed ``seed`` (``c``: ``pdx.train.build(config)`` of the
+    ``start .. start + steps - 1`` of seed ``seed`` (``c``: ``pdx.training.build(config)`` of the
     run). State in the :func:`step_state` form; ``loop.run_steps(lambda s, t: (step_fn(s, t),
     None), step_state(checkpoint_state), steps, start=start)`` is the run's trajectory.
     InputError for a window outside one task (:func:`task_window`) or an intervention that cannot

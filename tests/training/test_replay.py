@@ -1,4 +1,4 @@
-"""pdx.train.run_step_fn: the engine's own step as a pure map. Iterated from a checkpoint with
+"""pdx.training.run_step_fn: the engine's own step as a pure map. Iterated from a checkpoint with
 loop.run_steps it reproduces the run's next checkpoint (the oracle: the engine's recorded state),
 across a task start (head zeroing, optimiser reset), with dropout and batch statistics; the
 Lyapunov exponents of that window are finite and its unperturbed end state is that checkpoint."""
