@@ -61,7 +61,7 @@ def _cmd_analyze(args) -> int:
     from .experiments.analyze import analyze
 
     payload = analyze(args.run_dir, args.steps, k=args.k, progress=not args.quiet, ntk=args.ntk,
-                      layers=args.layers, track=args.track, lyapunov=args.lyapunov)
+                      layers=args.layers, track=args.track, lyapunov=args.lyapunov, churn=args.churn)
     run_dir = Path(args.run_dir)
     for entry in payload["checkpoints"]:
         for s in entry["seeds"]:
@@ -70,7 +70,7 @@ def _cmd_analyze(args) -> int:
             print(f"step {entry['step']} seed {s['seed']}: " + ("; ".join(parts) if parts else "no LoP manifold found"))
     print(f"manifolds: {run_dir / 'manifolds.json'}")
     print(f"figure: {run_dir / 'figures' / 'manifolds_curvature.png'}")
-    if args.ntk or args.track or args.lyapunov:
+    if args.ntk or args.track or args.lyapunov or args.churn:
         print(f"figure: {run_dir / 'figures' / 'manifolds_dynamics.png'}")
     return 0
 
@@ -178,8 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="principal angles between the k lowest / k highest normal eigenvectors of successive "
                         "selected checkpoints")
     a.add_argument("--lyapunov", type=int, default=0, metavar="W",
-                   help="finite-time Lyapunov exponents of the normal dynamics over W steps of the run's optimiser "
-                        "on the metric batch (0: off)")
+                   help="finite-time Lyapunov exponents of the normal dynamics over the W run steps after each "
+                        "checkpoint, replaying the run's own minibatches and keys (clipped to the task; 0: off)")
+    a.add_argument("--churn", action="store_true",
+                   help="churn mean|f_after - f_before| (C-CHAIN) on the task's held-out test batch: of the run's next "
+                        "update and since the previous selected checkpoint")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=_cmd_analyze)
 

@@ -114,7 +114,7 @@ _NOT_FINITE = ("normal_lyapunov: the tangent propagator is not finite (an Adam/R
 def normal_lyapunov(step_fn: Callable[[PyTree, Any], PyTree], state: PyTree,
                     manifold: ManifoldLike | None, *, k: int, steps: int, reortho_every: int = 1,
                     method: str = "lanczos", num_iters: int | None = None, t0: int = 0,
-                    key=None) -> LyapunovResult:
+                    key=None, args: tuple = ()) -> LyapunovResult:
     """The k leading finite-time Lyapunov exponents of the normal dynamics of ``step_fn``.
 
     Args:
@@ -129,6 +129,9 @@ def normal_lyapunov(step_fn: Callable[[PyTree, Any], PyTree], state: PyTree,
         see the module docstring for its transient).
       num_iters: Lanczos depth (default ``min(normal_dim, max(3k, k + 20))``).
       t0: index of the first step. key: PRNG key of the start vector(s).
+      args: extra arguments, ``step_fn(state, t, *args)``: traced, carrying no tangent (data,
+        seeds, schedule values; e.g. ``pdx.training.replay.replay_context``), so one compile serves every
+        ``args`` of equal shapes.
     Returns:
       :class:`LyapunovResult`.
     Cost: lanczos: one linearisation of T steps (memory T x state) plus ``num_iters`` JVP+VJP
@@ -153,7 +156,7 @@ def normal_lyapunov(step_fn: Callable[[PyTree, Any], PyTree], state: PyTree,
     man_static, man_dyn = manifold_args(manifold)
     if method == "lanczos":
         m = min(d, num_iters or max(3 * k, k + 20))
-        res, final = _lanczos_kernel(state, man_dyn, ts, key, step_fn=_ById(step_fn),
+        res, final = _lanczos_kernel(state, man_dyn, ts, key, tuple(args), step_fn=_ById(step_fn),
                                      man_static=man_static, m=m)
         res_np = jax.device_get(res)
         if not (np.all(np.isfinite(res_np.alphas)) and np.all(np.isfinite(res_np.betas))):
@@ -174,7 +177,7 @@ def normal_lyapunov(step_fn: Callable[[PyTree, Any], PyTree], state: PyTree,
         return LyapunovResult(out, np.exp(steps * out), steps, "lanczos", int(res_np.depth), r,
                               final, unravel_rows(vecs))
     kk = min(k, d)
-    logs, final = _qr_kernel(state, man_dyn, ts, key, step_fn=_ById(step_fn),
+    logs, final = _qr_kernel(state, man_dyn, ts, key, tuple(args), step_fn=_ById(step_fn),
                              man_static=man_static, k=kk, every=reortho_every)
     if not np.all(np.isfinite(np.asarray(logs))):
         raise InputError(_NOT_FINITE)
@@ -186,7 +189,7 @@ def normal_lyapunov(step_fn: Callable[[PyTree, Any], PyTree], state: PyTree,
 
 def normal_growth(step_fn: Callable[[PyTree, Any], PyTree], state: PyTree,
                   manifold: ManifoldLike | None, direction: PyTree, *, steps: int,
-                  eps: float = 1e-6, t0: int = 0) -> GrowthCurve:
+                  eps: float = 1e-6, t0: int = 0, args: tuple = ()) -> GrowthCurve:
     """Predicted (tangent-linear) and measured growth of a normal perturbation over ``steps``.
 
     ``direction``: params-like pytree (projected onto N and normalised; e.g. one row of
@@ -194,18 +197,19 @@ def normal_growth(step_fn: Callable[[PyTree, Any], PyTree], state: PyTree,
     with params ``+ eps * v`` (other state leaves equal) and the JVP of the step on v.
     ``linear[T]`` equals ``||A v||``, i.e. ``growth[i]`` of :func:`normal_lyapunov` for its
     i-th direction; ``measured`` departs from ``linear`` once the perturbation leaves the linear
-    regime. Cost: 3 steps' worth per step (two runs and a JVP). Jit-compiled per call.
+    regime. ``args``: as in :func:`normal_lyapunov`. Cost: 3 steps' worth per step (two runs and
+    a JVP). Jit-compiled per call.
     """
     check_positive("steps", steps, integer=True)
     check_positive("eps", eps)
     man_static, man_dyn = manifold_args(manifold)
     lin, meas = _growth_kernel(state, man_dyn, direction, t0 + np.arange(steps, dtype=np.int32),
-                               float(eps), step_fn=_ById(step_fn), man_static=man_static)
+                               float(eps), tuple(args), step_fn=_ById(step_fn), man_static=man_static)
     lin, meas = np.asarray(lin, np.float64), np.asarray(meas, np.float64)
     return GrowthCurve(np.r_[1.0, lin], np.r_[1.0, meas], float(eps))
 
 
-def _growth_impl(state, man_dyn, direction, ts, eps, step_fn, man_static):
+def _growth_impl(state, man_dyn, direction, ts, eps, args, step_fn, man_static):
     manifold = resolve_manifold(man_static, man_dyn)
     _, floats_of, normal, embed, extract, with_params, flat_p = _pieces(state, manifold)
     v = normal(ravel_pytree(direction)[0].astype(flat_p.dtype))
@@ -219,11 +223,11 @@ def _growth_impl(state, man_dyn, direction, ts, eps, step_fn, man_static):
         st, sp, tg = carry
 
         def step(fl):
-            out = step_fn.obj(_split_state(st)[1](fl), t)
+            out = step_fn.obj(_split_state(st)[1](fl), t, *args)
             return floats_of(out), out
 
         _, tg, new_st = jax.jvp(step, (floats_of(st),), (tg,), has_aux=True)
-        new_sp = step_fn.obj(sp, t)
+        new_sp = step_fn.obj(sp, t, *args)
         lin = jnp.linalg.norm(normal(extract(tg)))
         meas = jnp.linalg.norm(normal(extract(floats_of(new_sp)) - extract(floats_of(new_st)))) / eps
         return (new_st, new_sp, tg), (lin, meas)
@@ -264,13 +268,13 @@ def _pieces(state0, manifold):
     return merge, floats_of, normal, embed, extract, with_params, flat_p
 
 
-def _lanczos_impl(state, man_dyn, ts, key, step_fn, man_static, m):
+def _lanczos_impl(state, man_dyn, ts, key, args, step_fn, man_static, m):
     manifold = resolve_manifold(man_static, man_dyn)
     merge, floats_of, normal, embed, extract, _, flat_p = _pieces(state, manifold)
     floats = floats_of(state)
 
     def window(fl):
-        out, _ = jax.lax.scan(lambda st, t: (step_fn.obj(st, t), None), merge(fl), ts)
+        out, _ = jax.lax.scan(lambda st, t: (step_fn.obj(st, t, *args), None), merge(fl), ts)
         return floats_of(out), out
 
     _, lin, final = jax.linearize(window, floats, has_aux=True)
@@ -302,13 +306,13 @@ class LyapunovData(NamedTuple):
 
 def normal_lyapunov_fn(step_fn: Callable[[PyTree, Any], PyTree], *, k: int, steps: int,
                        num_iters: int | None = None) -> Callable:
-    """A pure function ``f(state, manifold=None, key=None, t0=0) -> LyapunovData``.
+    """A pure function ``f(state, manifold=None, key=None, t0=0, args=()) -> LyapunovData``.
 
     The Lanczos route of :func:`normal_lyapunov` with the Ritz values taken on the device, so
     ``f`` is jit- and vmap-able (e.g. over a leading seed axis of ``state`` and of a pytree
     manifold); state, manifold, key and t0 are traced, one compile per shapes and manifold
     structure. Depth ``num_iters`` (default ``max(3k, k + 20)``), stopped at normal_dim
-    (traced). Cost: as :func:`normal_lyapunov`.
+    (traced); ``args`` as in :func:`normal_lyapunov` (traced). Cost: as :func:`normal_lyapunov`.
     """
     check_positive("k", k, integer=True)
     check_positive("steps", steps, integer=True)
@@ -316,9 +320,9 @@ def normal_lyapunov_fn(step_fn: Callable[[PyTree, Any], PyTree], *, k: int, step
     check_positive("num_iters", m, integer=True)
     wrapped = _ById(step_fn)
 
-    def lyapunov_kernel(state, man_dyn, key, t0, man_static):
+    def lyapunov_kernel(state, man_dyn, key, t0, args, man_static):
         ts = t0 + jnp.arange(steps, dtype=jnp.int32)
-        res, final = _lanczos_impl(state, man_dyn, ts, key, wrapped, man_static, m)
+        res, final = _lanczos_impl(state, man_dyn, ts, key, args, wrapped, man_static, m)
         off = jnp.where(jnp.arange(1, m) < res.depth, res.betas[:-1], 0.0)
         t = jnp.diag(res.alphas) + jnp.diag(off, 1) + jnp.diag(off, -1)
         theta, _ = _masked_eigh(t, res.depth)
@@ -328,22 +332,22 @@ def normal_lyapunov_fn(step_fn: Callable[[PyTree, Any], PyTree], *, k: int, step
 
     kernel = jax.jit(lyapunov_kernel, static_argnames=("man_static",))
 
-    def f(state, manifold=None, key=None, t0=0):
+    def f(state, manifold=None, key=None, t0=0, args=()):
         man_static, man_dyn = manifold_args(manifold)
-        return kernel(state, man_dyn, default_key(key), jnp.int32(t0), man_static)
+        return kernel(state, man_dyn, default_key(key), jnp.int32(t0), tuple(args), man_static)
 
     return f
 
 
-def _qr_impl(state, man_dyn, ts, key, step_fn, man_static, k, every):
+def _qr_impl(state, man_dyn, ts, key, args, step_fn, man_static, k, every):
     manifold = resolve_manifold(man_static, man_dyn)
     _, floats_of, normal, embed, extract, with_params, flat_p = _pieces(state, manifold)
     q0 = jax.vmap(normal)(jax.random.normal(key, (k, flat_p.shape[0]), flat_p.dtype))
     q0, _ = jnp.linalg.qr(q0.T)
     tang = jax.vmap(embed)(q0.T)  # float-leaf tangents with a leading axis k
 
-    def reortho(args):
-        tg, logs = args
+    def reortho(carry):
+        tg, logs = carry
         p = jax.vmap(lambda x: normal(extract(x)))(tg)  # (k, n)
         q, r = jnp.linalg.qr(p.T)
         sgn = jnp.where(jnp.diag(r) < 0, -1.0, 1.0).astype(r.dtype)
@@ -361,7 +365,7 @@ def _qr_impl(state, man_dyn, ts, key, step_fn, man_static, k, every):
         i, t = i_t
 
         def step(fl):
-            out = step_fn.obj(_split_state(st)[1](fl), t)
+            out = step_fn.obj(_split_state(st)[1](fl), t, *args)
             return floats_of(out), out
 
         _, push, new_st = jax.linearize(step, floats_of(st), has_aux=True)

@@ -23,11 +23,24 @@ Optional, per checkpoint and seed (flags of ``analyze``; each adds keys to ``man
 - ``--track``: principal angles (radians, ascending) between the k lowest and the k highest
   normal eigenvectors and those of the previous selected checkpoint (``manifolds[name]
   ["angles_low"]`` / ``["angles_high"]``, ``pdx.curvature.principal_angles``).
-- ``--lyapunov W``: the k leading finite-time Lyapunov exponents of the normal dynamics over W
-  steps of the run's optimiser from the checkpoint's (params, optimiser state), on the
-  checkpoint's metric batch (full batch, not the run's minibatch sequence: the stream's
-  batches are not replayed here), ``manifolds[name]["lyapunov"]``
-  (``pdx.curvature.normal_lyapunov``).
+- ``--lyapunov W``: the k leading finite-time Lyapunov exponents of the normal dynamics over
+  the W run steps that follow the checkpoint (``pdx.curvature.normal_lyapunov`` of
+  ``pdx.training.run_step_fn``: the run's own minibatches, dropout and intervention keys, lane
+  optimiser and task-start actions, from the checkpoint's full state), ``manifolds[name]
+  ["lyapunov"]`` with the window's global steps ``first_step .. last_step`` and its ``task``.
+  The window is clipped to the end of the task it starts in (``steps`` says how many were
+  taken); after the run's last step, or for an intervention that cannot be linearised (cbp,
+  redo), the record has an ``error`` instead. When a checkpoint exists at the window's end,
+  ``end_state_max_abs_diff`` is the largest |difference| between the window's unperturbed
+  end params and that checkpoint's (the replay check: float32 rounding, ~1e-6).
+- ``--churn``: churn (``pdx.metrics.churn``, C-CHAIN's definition: the mean over the examples
+  and outputs of |f_after(x) - f_before(x)|, logits in eval mode, ``abs``; for classification
+  also ``flip``, the fraction of changed argmax predictions) on a held-out batch, the test
+  split's metric batch of the checkpoint's task (never trained on): ``seed["churn"]
+  ["next_update"]``, the churn of the run's own next update (one replayed step, as C-CHAIN
+  defines churn: per update, on data outside the update's batch), and ``["since_previous"]``,
+  the change since the previous *selected* checkpoint (many updates; at task ends this is the
+  churn across a whole task). Plotted against task beside the eNTK rank.
 
 The loss is the masked training loss in train mode with dropout off (the gradient the optimiser
 sees, without its noise). Writes ``RUN_DIR/manifolds.json`` and ``RUN_DIR/figures/manifolds_*``.
@@ -113,7 +126,7 @@ def _manifold_record(out, i: int, dim: int) -> dict:
 
 def analyze(run_dir: str | Path, steps: str = "all", *, k: int = 3, progress: bool = True,
             num_iters: int | None = None, ntk: bool = False, layers: bool = False,
-            track: bool = False, lyapunov: int = 0) -> dict:
+            track: bool = False, lyapunov: int = 0, churn: bool = False) -> dict:
     """Detect manifolds and their normal spectra at the checkpoints of ``run_dir``; returns the
     ``manifolds.json`` payload (also written to disk, atomically).
 
@@ -147,7 +160,8 @@ def analyze(run_dir: str | Path, steps: str = "all", *, k: int = 3, progress: bo
     if isinstance(lyapunov, bool) or not isinstance(lyapunov, int) or lyapunov < 0:
         raise InputError(f"--lyapunov {lyapunov!r} must be a window length >= 0 (0: off)")
     kernel = spectra_kernel(loss_fn, k=k, num_iters=num_iters)
-    extras = _Extras(plain, c.optimizer, kind, loss_fn, k, ntk, layers, track, lyapunov)
+    extras = _Extras(plain, c, kind, loss_fn, k, ntk, layers, track, lyapunov, churn,
+                     lambda s: load_checkpoint(run_dir, s, template)[0], list_checkpoints(run_dir))
     records = []
     bar = progress_bar(len(chosen) * len(config.seeds), progress, desc="analyze", unit="ckpt·seed")
     t0 = time.perf_counter()
@@ -179,20 +193,24 @@ def analyze(run_dir: str | Path, steps: str = "all", *, k: int = 3, progress: bo
                 seed_entry["manifolds"][name] = _manifold_record(out, i, dims[i])
                 if extras.any:
                     seed_entry["manifolds"][name].update(extras.manifold(
-                        name, i, jax.tree_util.tree_map(lambda a: a[i], variables),
-                        jax.tree_util.tree_map(lambda a: a[i], state["opt_state"]), mans[i],
+                        name, i, config.seeds[i], step, jax.tree_util.tree_map(lambda a: a[i], state), mans[i],
                         jax.tree_util.tree_map(lambda a: a[i], out[0].eigenvectors), (x, y, mask)))
         if ntk:
             for i, seed_entry in enumerate(entry["seeds"]):
                 seed_entry["ntk"] = extras.ntk(jax.tree_util.tree_map(lambda a: a[i], variables), x)
+        if churn:
+            held_out = jnp.asarray(c.stream.metric_batch(task, split="test")[0])
+            for i, seed_entry in enumerate(entry["seeds"]):
+                seed_entry["churn"] = extras.churn(i, config.seeds[i], step,
+                                                   jax.tree_util.tree_map(lambda a: a[i], state), held_out)
         records.append(entry)
     bar.close()
     payload = {"run_dir": str(run_dir), "k": k, "wall_time_s": round(time.perf_counter() - t0, 2),
-               "options": {"ntk": ntk, "layers": layers, "track": track, "lyapunov": lyapunov},
+               "options": {"ntk": ntk, "layers": layers, "track": track, "lyapunov": lyapunov, "churn": churn},
                "loss": "masked training loss, train mode, dropout off", "checkpoints": records}
     atomic_write_json(run_dir / "manifolds.json", payload)
     plot_analysis(payload, run_dir / "figures")
-    if ntk or track or lyapunov:
+    if ntk or track or lyapunov or churn:
         plot_dynamics(payload, run_dir / "figures")
     return payload
 
@@ -207,13 +225,17 @@ def _ntk_record(s) -> dict:
 class _Extras:
     """The optional per-seed analyses (--ntk, --layers, --track, --lyapunov) on the host."""
 
-    def __init__(self, model, optimizer, kind, loss_fn, k, ntk, layers, track, lyapunov):
-        from ..training.step import train_step
+    def __init__(self, model, components, kind, loss_fn, k, ntk, layers, track, lyapunov, churn, load, checkpoints):
+        from ..training.replay import replay_step
 
         self.k, self.do_ntk, self.do_layers, self.do_track, self.window = k, ntk, layers, track, lyapunov
+        self.kind = kind
         self.any = ntk or layers or track or bool(lyapunov)
         self.loss_fn = loss_fn
         self.prev = {}
+        self.c = components
+        self.load, self.checkpoints, self.loaded = load, set(checkpoints), {}
+        self.contexts = {}
 
         def ntk_logits(params, batch):
             """eNTK function: eval mode; ``batch = (rest, x)`` so that the batch statistics are
@@ -222,15 +244,17 @@ class _Extras:
             return model.apply({**rest, "params": params}, x, train=False).logits
 
         self.ntk_fn = ntk_logits
+        # the run's own step; its context (seed, task data, schedule) is a traced argument, so
+        # one compile serves every checkpoint and seed (per manifold structure and window length)
+        self.step = replay_step(components) if (lyapunov or churn) else None
+        self.one_step = jax.jit(self.step) if churn else None
+        self.prev_vars = {}
 
-        def analysis_step(state, t):
-            """One step of the run's optimiser on the metric batch (full batch, fixed)."""
-            x, y, mask = state["batch"]
-            v, o, _, _, _ = train_step(model, optimizer, kind, {**state["rest"], "params": state["params"]},
-                                       state["opt"], x, y, mask, jax.random.fold_in(jax.random.PRNGKey(0), t))
-            return {"params": v["params"], "opt": o, "rest": state["rest"], "batch": state["batch"]}
+        def outputs(variables, x):
+            """Churn function: the logits in eval mode (no dropout, running statistics)."""
+            return model.apply(variables, x, train=False).logits
 
-        self.step = analysis_step
+        self.outputs = outputs
 
     def ntk(self, variables, x) -> dict:
         from ..curvature import ntk_spectrum
@@ -238,10 +262,11 @@ class _Extras:
         rest = {k_: v for k_, v in variables.items() if k_ != "params"}
         return _ntk_record(ntk_spectrum(self.ntk_fn, variables["params"], (rest, x)))
 
-    def manifold(self, name, i, variables, opt_state, manifold, vectors, batch) -> dict:
-        from ..curvature import layer_spectra, normal_lyapunov, ntk_spectrum, principal_angles
+    def manifold(self, name, i, seed, step, state, manifold, vectors, batch) -> dict:
+        from ..curvature import layer_spectra, ntk_spectrum, principal_angles
 
         out = {}
+        variables = state["variables"]
         params = variables["params"]
         rest = {k_: v for k_, v in variables.items() if k_ != "params"}
         x, y, mask = batch
@@ -262,28 +287,86 @@ class _Extras:
                 out["angles_high"] = [float(a) for a in principal_angles(prev[1], high)]
             self.prev[(name, i)] = (low, high)
         if self.window:
-            st = {"params": params, "opt": opt_state, "rest": rest, "batch": (x, y, mask)}
-            try:
-                ly = normal_lyapunov(self.step, st, manifold, k=self.k, steps=self.window)
-                out["lyapunov"] = {"window": self.window, "exponents": [float(e) for e in ly.exponents],
-                                   "growth": [float(g) for g in ly.growth]}
-            except InputError as err:  # e.g. Adam at zero second moment on dead units' weights
-                out["lyapunov"] = {"window": self.window, "exponents": [], "growth": [], "error": str(err)}
+            out["lyapunov"] = self.lyapunov(i, seed, step, state, manifold)
         return out
+
+    def context(self, seed, task):
+        from ..training.replay import replay_context
+
+        if task not in self.contexts:  # one task's data kept at a time, shared by the seeds
+            self.contexts = {task: replay_context(self.c, 0, task)}
+        return {**self.contexts[task], "seed": jnp.int32(seed)}
+
+    def churn(self, i, seed, step, state, held_out) -> dict:
+        """Churn on the held-out batch (see the module docstring): of the run's next update
+        (replayed) and since the previous selected checkpoint."""
+        from ..metrics import churn
+        from ..training.replay import engine_state, step_state, task_window
+
+        kinds = ("abs", "flip") if self.kind == "xent" else ("abs",)
+
+        def measure(before, after):
+            return {kd: float(churn(self.outputs, before, after, held_out, kind=kd)) for kd in kinds}
+
+        variables = state["variables"]
+        rec = {"held_out": f"test split, {int(held_out.shape[0])} examples of the checkpoint's task"}
+        try:
+            win = task_window(self.c, step, 1)
+        except InputError as err:  # the run's last checkpoint: no update follows
+            rec["next_update_error"] = str(err)
+        else:
+            after = engine_state(self.one_step(step_state(state), jnp.int32(step), self.context(seed, win.task)))
+            rec["next_update"] = {"step": step, **measure(variables, after["variables"])}
+        prev = self.prev_vars.get(i)
+        if prev is not None:
+            rec["since_previous"] = {"from_step": prev[0], **measure(prev[1], variables)}
+        self.prev_vars[i] = (step, variables)
+        return rec
+
+    def lyapunov(self, i, seed, step, state, manifold) -> dict:
+        """Exponents over the run steps after checkpoint ``step`` (see the module docstring)."""
+        from ..curvature import normal_lyapunov
+        from ..training.replay import check_linearisable, step_state, task_window
+
+        rec = {"window": self.window}
+        try:
+            win = task_window(self.c, step, self.window, clip=True)
+            rec.update(first_step=win.start, last_step=win.start + win.steps - 1, steps=win.steps, task=win.task)
+            check_linearisable(self.c, win)
+            ly = normal_lyapunov(self.step, step_state(state), manifold, k=self.k, steps=win.steps, t0=win.start,
+                                 args=(self.context(seed, win.task),))
+        except InputError as err:  # no run step follows; cbp/redo; Adam at zero second moment (dead units)
+            return {**rec, "exponents": [], "growth": [], "error": str(err)}
+        rec.update(exponents=[float(e) for e in ly.exponents], growth=[float(g) for g in ly.growth])
+        end = win.start + win.steps
+        if end in self.checkpoints:
+            if end not in self.loaded:
+                self.loaded = {end: self.load(end)}  # one checkpoint kept: the next window starts there
+            want = jax.tree_util.tree_leaves(self.loaded[end]["variables"]["params"])
+            got = jax.tree_util.tree_leaves(ly.final_state["params"])
+            rec["end_state_max_abs_diff"] = max(float(np.max(np.abs(np.asarray(g) - np.asarray(w)[i])))
+                                                for g, w in zip(got, want))
+        return rec
 
 
 def plot_dynamics(payload: dict, out_dir: Path) -> list:
-    """eNTK effective rank against task; normal eNTK lambda_max against the normal Hessian
-    extremes; principal angles and Lyapunov exponents against step (what was recorded)."""
+    """eNTK effective rank and churn against task; normal eNTK lambda_max against the normal
+    Hessian extremes; principal angles and Lyapunov exponents against step (what was recorded)."""
     import matplotlib.pyplot as plt
 
     from ..plotting.run import save_figure
 
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.5))
+    fig, axes = plt.subplots(1, 5, figsize=(21, 3.5))
+    ax_rank, ax_churn, axes = axes[0], axes[1], axes[1:]
     for entry in payload["checkpoints"]:
         for s in entry["seeds"]:
             if "ntk" in s:
-                axes[0].scatter(entry["task"], s["ntk"]["effective_rank"], color="C0", s=20)
+                ax_rank.scatter(entry["task"], s["ntk"]["effective_rank"], color="C0", s=20)
+            ch = s.get("churn", {})
+            if "next_update" in ch:
+                ax_churn.scatter(entry["task"], max(ch["next_update"]["abs"], 1e-12), color="C0", marker="o", s=20)
+            if "since_previous" in ch:
+                ax_churn.scatter(entry["task"], max(ch["since_previous"]["abs"], 1e-12), color="C3", marker="s", s=20)
             for j, (name, m) in enumerate(sorted(s["manifolds"].items())):
                 col = f"C{j + 1}"
                 if "ntk" in m:
@@ -294,8 +377,12 @@ def plot_dynamics(payload: dict, out_dir: Path) -> list:
                         axes[2].scatter(entry["step"], max(m[key]), color=col, marker=mk, s=20)
                 if m.get("lyapunov", {}).get("exponents"):
                     axes[3].scatter(entry["step"], m["lyapunov"]["exponents"][0], color=col, s=20)
-    axes[0].set_title("eNTK effective rank (metric batch) against task", fontsize=9)
-    axes[0].set_xlabel("task")
+    ax_rank.set_title("eNTK effective rank (metric batch) against task", fontsize=9)
+    ax_rank.set_xlabel("task")
+    ax_churn.set_title("churn mean|Δf| on the held-out batch (o next update,\n■ since the previous checkpoint)",
+                       fontsize=8)
+    ax_churn.set_xlabel("task")
+    ax_churn.set_yscale("log")
     axes[1].set_title("normal Hessian extremes (v min, ^ max) against\nnormal eNTK λ_max (C1 cloned, C2 frozen)",
                       fontsize=8)
     axes[1].set_xlabel("normal eNTK λ_max")

@@ -1,18 +1,30 @@
 """Churn: how much one update moves the outputs on data it was not computed on.
 
 C-CHAIN (Tang, Obando-Ceron, Castro, Courville & Berseth, "Mitigating plasticity loss in
-continual reinforcement learning by reducing churn", ICML 2025, building on Schaul et al. 2022
-and Tang & Berseth 2024) defines the churn of an update ``theta -> theta'`` as the change of the
-network's outputs on a reference batch *not used for the update*,
-``C(theta, theta') = E_{x ~ B_ref} | f_theta'(x) - f_theta(x) |`` (value churn; for a policy
-the change of the action distribution). LoP studies in supervised continual learning report the
-same quantity on a held-out batch at task boundaries, in its mean-absolute and
-prediction-flip forms. The variants here, for logits ``(B, C)``:
+continual reinforcement learning by reducing churn", ICML 2025) takes the definition of its
+predecessor CHAIN (Tang & Berseth, "Improving deep reinforcement learning by reducing the chain
+effect of value and policy churn", NeurIPS 2024; after Schaul et al., "The phenomenon of policy
+churn", NeurIPS 2022): the churn of an update ``theta -> theta'`` is the change of the network's
+outputs on a reference batch *not used for the update*,
+``C(theta, theta') = E_{x ~ B_ref} | f_theta'(x) - f_theta(x) |`` (value churn, averaged over
+the reference batch; for a policy, the change of the action distribution, policy churn; Schaul
+et al. count changed greedy actions). The variants here, for logits ``(B, C)``:
 
 - ``abs`` (default, C-CHAIN's value churn): ``mean_{b, c} |f'(x_b)_c - f(x_b)_c|``;
-- ``l2``: ``mean_b ||f'(x_b) - f(x_b)||_2``;
-- ``kl``: ``mean_b KL(softmax f(x_b) || softmax f'(x_b))`` (policy churn);
-- ``flip``: ``mean_b 1[argmax f'(x_b) != argmax f(x_b)]`` (fraction of changed predictions).
+- ``l2``: ``mean_b ||f'(x_b) - f(x_b)||_2`` (this toolkit's variant);
+- ``kl``: ``mean_b KL(softmax f(x_b) || softmax f'(x_b))`` (policy churn of a softmax policy; the
+  direction old || new is this toolkit's choice);
+- ``flip``: ``mean_b 1[argmax f'(x_b) != argmax f(x_b)]`` (fraction of changed predictions, the
+  greedy-action churn of Schaul et al.).
+
+"LoP-NeurIPS": issue 19 cites a NeurIPS loss-of-plasticity paper that tracks eNTK effective
+rank, condition number and churn at every task boundary and asks for its churn definition too.
+A search of public pages (2026-12) did not identify that paper: the NeurIPS papers found that
+define churn are CHAIN (above, whose value and policy churn C-CHAIN reuses: ``abs`` and ``kl``
+here) and Schaul et al. (``flip``); the continual-learning NTK studies found (e.g. Liu et al.,
+"Reactivation: empirical NTK dynamics under task shifts", ICML 2025) track NTK norm, velocity
+and alignment, not churn. So no separate ``kind`` is offered for it; name the paper and its
+formula to add one.
 """
 
 from __future__ import annotations

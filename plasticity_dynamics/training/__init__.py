@@ -2,6 +2,7 @@
 
 from .config import Config, parse_override
 from .engine import Components, Run, build, masked_loss, resume_config, train, train_lanes
+from .replay import engine_state, run_step_fn, step_state, task_window
 from .rundir import (
     CheckpointMismatchError,
     CorruptCheckpointError,
@@ -24,6 +25,10 @@ __all__ = [
     "resume_config",
     "train",
     "train_lanes",
+    "run_step_fn",
+    "step_state",
+    "engine_state",
+    "task_window",
     "CheckpointMismatchError",
     "CorruptCheckpointError",
     "MetricsTable",

@@ -192,6 +192,41 @@ def lane_values(config: Config) -> dict[str, float]:
                        noise_sigma0=o.noise_sigma0, noise_decay=o.noise_decay)
 
 
+def make_engine_step(c: Components):
+    """The engine's training step of one seed, the one definition the chunk program and
+    :func:`pdx.training.run_step_fn` (replay) share:
+    ``step(state, t, seed, data, task_first, task, opt) -> (state, (loss, accuracy))``.
+
+    ``state``: ``{"variables", "opt_state", "iv_state"}``; ``t``: global step index (keys
+    dropout and the intervention); ``data``: ``stream.task_data(task)``; ``task_first``: the
+    task's first global step (the stream sees task-local steps); ``opt``: the optax
+    transformation (the lane's). Samples the batch, takes one :func:`train_step`, then the
+    intervention (from ``intervention.start_step`` on). Task-start actions are not part of it
+    (:func:`make_task_start_fn`). Cost: one forward and backward pass plus the intervention.
+    """
+    model, stream, iv = c.model, c.stream, c.intervention
+    iv_start = int(c.config.intervention.start_step)
+
+    def step(state, step_idx, seed, data, task_first, task, opt):
+        _, k_drop, k_iv = _keys(seed, step_idx)
+        # stream contract: one key for the whole task, steps counted from the task's start
+        k_data = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 3), task)
+        x, y, mask = stream.sample(data, k_data, step_idx - task_first)
+        variables, opt_state, loss, acc, out = train_step(model, opt, stream.loss, state["variables"],
+                                                          state["opt_state"], x, y, mask, k_drop)
+        before = (variables, opt_state, state["iv_state"])
+        # interventions act on all variables: re-drawn units also get fresh norm statistics
+        after = iv.apply(variables, opt_state, state["iv_state"], out.activations, step_idx, k_iv)
+        if iv_start > 0:  # the intervention switches on at a given step (bit-flipping SGD -> CBP)
+            on = step_idx >= iv_start
+            after = jax.tree_util.tree_map(lambda a, b: jnp.where(on, a, b), after, before)
+        variables, opt_state, iv_state = after
+        new = {"variables": variables, "opt_state": opt_state, "iv_state": iv_state}
+        return new, (loss.astype(jnp.float32), acc.astype(jnp.float32))
+
+    return step
+
+
 def make_chunk_fn(c: Components, length: int):
     """One lane, a scan of ``length`` steps of which the first ``valid`` run:
     (state, seed, data, start, task_first, task, valid[, hypers]) -> (state, losses (length,), accs (length,)).
@@ -211,27 +246,9 @@ def make_chunk_fn(c: Components, length: int):
     """
     from ..optim import lane_optimizer
 
-    model, stream, iv = c.model, c.stream, c.intervention
-    iv_start = int(c.config.intervention.start_step)
     o = c.config.optim
     use_momentum, use_weight_decay = o.name != "adam" and o.momentum > 0, o.weight_decay > 0
-
-    def step(state, step_idx, seed, data, task_first, task, opt):
-        _, k_drop, k_iv = _keys(seed, step_idx)
-        # stream contract: one key for the whole task, steps counted from the task's start
-        k_data = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 3), task)
-        x, y, mask = stream.sample(data, k_data, step_idx - task_first)
-        variables, opt_state, loss, acc, out = train_step(model, opt, stream.loss, state["variables"],
-                                                          state["opt_state"], x, y, mask, k_drop)
-        before = (variables, opt_state, state["iv_state"])
-        # interventions act on all variables: re-drawn units also get fresh norm statistics
-        after = iv.apply(variables, opt_state, state["iv_state"], out.activations, step_idx, k_iv)
-        if iv_start > 0:  # the intervention switches on at a given step (bit-flipping SGD -> CBP)
-            on = step_idx >= iv_start
-            after = jax.tree_util.tree_map(lambda a, b: jnp.where(on, a, b), after, before)
-        variables, opt_state, iv_state = after
-        new = {"variables": variables, "opt_state": opt_state, "iv_state": iv_state}
-        return new, (loss.astype(jnp.float32), acc.astype(jnp.float32))
+    step = make_engine_step(c)
 
     def chunk(state, seed, data, start, task_first, task, valid, hypers=None):
         TRACE_COUNTS["chunk"] = TRACE_COUNTS.get("chunk", 0) + 1  # runs at trace time only
@@ -693,5 +710,5 @@ def replace_config(config: Config, **sections) -> Config:
     return config.with_overrides(overrides)
 
 
-__all__ = ["Components", "Run", "build", "init_state", "lane_values", "make_chunk_fn", "masked_loss", "program_key",
+__all__ = ["Components", "Run", "build", "init_state", "lane_values", "make_chunk_fn", "make_engine_step", "masked_loss", "program_key",
            "resume_config", "train", "train_lanes", "replace_config"]

@@ -128,7 +128,7 @@ def test_analyze_ntk_layers_track_lyapunov(run_dir, capsys):
     normal spectra, angles from the second checkpoint on, and Lyapunov exponents."""
     assert main(["analyze", str(run_dir), "--ntk", "--layers", "--track", "--lyapunov", "3", "--quiet"]) == 0
     payload = json.loads((run_dir / "manifolds.json").read_text())
-    assert payload["options"] == {"ntk": True, "layers": True, "track": True, "lyapunov": 3}
+    assert payload["options"] == {"ntk": True, "layers": True, "track": True, "lyapunov": 3, "churn": False}
     first, last = payload["checkpoints"][0]["seeds"][0], payload["checkpoints"][-1]["seeds"][0]
     assert 1.0 <= first["ntk"]["effective_rank"] <= first["ntk"]["size"]
     frozen = last["manifolds"]["frozen"]
@@ -139,10 +139,114 @@ def test_analyze_ntk_layers_track_lyapunov(run_dir, capsys):
     assert "angles_low" not in payload["checkpoints"][0]["seeds"][0]["manifolds"]["frozen"]
     ang = frozen["angles_low"]
     assert len(ang) >= 1 and all(0 <= a <= np.pi / 2 + 1e-9 for a in ang) and ang == sorted(ang)
-    ly = frozen["lyapunov"]  # Adam (the default optimiser) on exactly dead units: no derivative
+    ly = first["manifolds"]["frozen"]["lyapunov"]  # Adam (the default optimiser) on exactly dead units: no derivative
     assert ly["window"] == 3 and (len(ly["exponents"]) == payload["k"] or "eps_root" in ly["error"])
-    ly = last["manifolds"].get("cloned", frozen)["lyapunov"]
-    assert ly["window"] == 3
+    assert (ly["first_step"], ly["last_step"]) == (payload["checkpoints"][0]["step"], payload["checkpoints"][0]["step"] + 2)
+    ly = frozen["lyapunov"]  # the run's last checkpoint: no run step follows it
+    assert ly["window"] == 3 and ly["exponents"] == [] and "no run step follows" in ly["error"]
     assert (run_dir / "figures" / "manifolds_dynamics.png").stat().st_size > 1000
     assert "manifolds_dynamics" in capsys.readouterr().out
     assert main(["analyze", str(run_dir), "--lyapunov", "-2", "--quiet"]) == 2
+
+
+@pytest.fixture(scope="module")
+def replayed_run(tmp_path_factory):
+    """SGD + momentum, two tasks; dead units planted at checkpoint 3 and the run resumed from
+    there, so every later checkpoint is the engine's own trajectory from the planted state."""
+    out = tmp_path_factory.mktemp("an_replay") / "run"
+    cfg = Config().with_overrides({
+        "model.preset": "tiny", "model.norm": "none", "model.dropout": 0.0, "tasks.num_tasks": 2,
+        "tasks.classes_per_task": 5, "tasks.metric_batch_size": 50, "train.steps_per_task": 6,
+        "train.batch_size": 16, "optim.name": "sgd", "optim.lr": 0.05, "optim.momentum": 0.9,
+        "record.every": 3, "record.checkpoint_every": 3, "seeds": 2, "record.metrics": False})
+    run = train(cfg, out=out, progress=False)
+    assert list_checkpoints(out) == [3, 6, 9, 12]
+    template = jax.vmap(lambda s: init_state(run.components, s))(jnp.asarray([0, 1]))
+    state, meta = load_checkpoint(out, 3, template)
+    state = jax.tree_util.tree_map(np.array, state)
+    p = state["variables"]["params"]
+    p["dense_1"]["bias"][:, 2:4] = -1e4  # two dead units in the last hidden layer
+    # and a clone pair (units 0, 1: same incoming and outgoing weights, an invariant manifold)
+    p["dense_1"]["kernel"][:, :, 1] = p["dense_1"]["kernel"][:, :, 0]
+    p["dense_1"]["bias"][:, 1] = p["dense_1"]["bias"][:, 0]
+    p["out"]["kernel"][:, 1, :] = p["out"]["kernel"][:, 0, :]
+    state["opt_state"] = jax.tree_util.tree_map(np.array, template["opt_state"])  # momentum 0: the clones stay clones
+    for step in (3, 6, 9, 12):
+        for f in (out / "checkpoints").glob(f"step_{step:08d}.*"):
+            f.unlink()
+    save_checkpoint(out, 3, state, meta)
+    train(cfg, out=out, resume=True, progress=False)
+    assert list_checkpoints(out) == [3, 6, 9, 12]
+    return out
+
+
+@pytest.mark.slow
+def test_lyapunov_replays_the_runs_own_steps(replayed_run):
+    """--lyapunov W replays the run's minibatches and keys from each checkpoint: a window that
+    ends on a checkpoint lands on it (the engine's own recorded params, float32 rounding), the
+    exponents are finite and recorded with the window's step range; the window after a task end
+    starts the next task; after the run's last step there is none."""
+    from plasticity_dynamics.experiments.analyze import analyze
+
+    payload = analyze(replayed_run, "3,6,12", lyapunov=3, progress=False)
+    by_step = {c["step"]: c for c in payload["checkpoints"]}
+    for step, task in ((3, 0), (6, 1)):
+        for s in by_step[step]["seeds"]:
+            ly = s["manifolds"]["cloned"]["lyapunov"]
+            assert (ly["first_step"], ly["last_step"], ly["steps"], ly["task"]) == (step, step + 2, 3, task)
+            assert len(ly["exponents"]) == payload["k"] and np.all(np.isfinite(ly["exponents"]))
+            assert ly["exponents"] == sorted(ly["exponents"], reverse=True)
+            assert ly["end_state_max_abs_diff"] < 1e-5, ly
+            # exactly dead units: their weights get no gradient, the normal propagator is the
+            # identity, every exponent is 0 (Lanczos resolves the one distinct value: NaN past it)
+            fz = s["manifolds"]["frozen"]["lyapunov"]
+            assert abs(fz["exponents"][0]) < 1e-6 and fz["end_state_max_abs_diff"] < 1e-5, fz
+    for s in by_step[12]["seeds"]:
+        for m in s["manifolds"].values():
+            ly = m["lyapunov"]
+            assert ly["exponents"] == [] and "no run step follows step 12" in ly["error"]
+
+
+@pytest.mark.slow
+def test_churn_of_the_next_update_and_since_the_previous_checkpoint(tmp_path):
+    """--churn: with a checkpoint after every step, the churn of the replayed next update at
+    checkpoint s equals the churn since the previous checkpoint recorded at s + 1 (the engine's own
+    update), and both equal mean |logits_after - logits_before| on the held-out test batch,
+    computed here from the checkpoints; the last checkpoint has no next update."""
+    from plasticity_dynamics.experiments.analyze import analyze
+
+    out = tmp_path / "run"
+    cfg = Config().with_overrides({
+        "model.preset": "tiny", "model.norm": "none", "model.dropout": 0.2, "tasks.num_tasks": 2,
+        "tasks.classes_per_task": 5, "tasks.metric_batch_size": 40, "train.steps_per_task": 2,
+        "train.batch_size": 16, "optim.name": "sgd", "optim.lr": 0.1, "record.every": 1,
+        "record.checkpoint_every": 1, "seeds": 1, "record.metrics": False})
+    run = train(cfg, out=out, progress=False)
+    steps = list_checkpoints(out)
+    assert steps == [1, 2, 3, 4]
+    payload = analyze(out, "all", churn=True, progress=False)
+    ch = {c["step"]: c["seeds"][0]["churn"] for c in payload["checkpoints"]}
+    c = run.components
+    template = jax.vmap(lambda s: init_state(c, s))(jnp.asarray([0]))
+
+    def logits(step, x):
+        v = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]), load_checkpoint(out, step, template)[0]["variables"])
+        return np.asarray(c.model.apply(v, x, train=False).logits, np.float64)
+
+    for a, b in zip(steps, steps[1:]):
+        task = payload["checkpoints"][steps.index(b)]["task"]
+        x = jnp.asarray(c.stream.metric_batch(task, split="test")[0])
+        want = np.mean(np.abs(logits(b, x) - logits(a, x)))
+        flips = np.mean(logits(b, x).argmax(1) != logits(a, x).argmax(1))
+        assert want > 0
+        assert ch[b]["since_previous"]["from_step"] == a
+        assert np.isclose(ch[b]["since_previous"]["abs"], want, rtol=1e-5)
+        assert np.isclose(ch[b]["since_previous"]["flip"], flips)
+    for a, b in zip(steps, steps[1:]):
+        if payload["checkpoints"][steps.index(a)]["task"] == payload["checkpoints"][steps.index(b)]["task"]:
+            # same held-out batch: the replayed next update is the engine's update a -> b
+            assert np.isclose(ch[a]["next_update"]["abs"], ch[b]["since_previous"]["abs"], rtol=1e-4), (a, ch)
+    assert "since_previous" not in ch[1]
+    assert "no run step follows step 4" in ch[4]["next_update_error"]
+    assert payload["options"]["churn"] is True
+    assert (out / "figures" / "manifolds_dynamics.png").stat().st_size > 1000
