@@ -13,6 +13,11 @@ Summaries (of the returned eigenvalues, clipped at 0):
   Vetterli 2007), the entropy rank the metrics module uses for activations
   (:func:`plasticity_dynamics.metrics.effective_rank`; same implementation, applied here to the
   kernel's eigenvalues, i.e. to the *squared* singular values of J).
+- ``effective_rank_sv``: the same entropy rank of ``sqrt(lambda_i)``, the singular values of J
+  (the reading of LoP-NeurIPS, gracebml/LoP-NeurIPS ``lop/metrics/ntk_churn.py``, whose kernel
+  is the per-example kernel of the summed outputs, ``(B, B)``: pass
+  ``lambda p, x: fn(p, x).sum(-1, keepdims=True)`` as ``fn`` for it; its condition number divides
+  by the smallest eigenvalue above 1e-12 instead of reporting a singular kernel as ``inf``).
 - ``condition_number``: ``lambda_max / lambda_min`` of the returned eigenvalues (``inf`` when the
   smallest is <= ``rtol * lambda_max``, rtol = ``B C * eps(float32)``: a numerically singular
   kernel). With only the k largest returned (Lanczos route) it is ``lambda_1 / lambda_k``.
@@ -58,7 +63,8 @@ class NTKSpectrum(NamedTuple):
 
     eigenvalues: float64 ``(r,)`` descending; all ``B C`` of them (``method='dense'``) or the k
       largest (``method='lanczos'``).
-    effective_rank, condition_number: see the module docstring (of these eigenvalues).
+    effective_rank, condition_number, effective_rank_sv: see the module docstring (of these
+      eigenvalues).
     trace: ``tr K`` (dense: exact; lanczos: one-probe estimate, for the tail mass
       ``trace - sum(eigenvalues)`` the k values miss).
     method: ``dense`` or ``lanczos``. size: ``B C``. num_matvecs: products ``K u`` evaluated.
@@ -71,6 +77,7 @@ class NTKSpectrum(NamedTuple):
     method: str
     size: int
     num_matvecs: int
+    effective_rank_sv: float
 
 
 def _ntk_ops(fn, params, x, manifold):
@@ -148,13 +155,15 @@ def ntk_spectrum_fn(fn: Callable[[PyTree, jax.Array], jax.Array], *, k: int | No
 
 
 def _summaries(ev: np.ndarray, size: int):
+    """(effective rank of the eigenvalues, condition number, effective rank of their roots)."""
     ev = np.clip(np.asarray(ev, np.float64), 0.0, None)
     if ev.size == 0 or ev[0] <= 0:
-        return 0.0, float("inf")
+        return 0.0, float("inf"), 0.0
     erank = float(_entropy_rank(jnp.asarray(ev, jnp.float32)))
+    erank_sv = float(_entropy_rank(jnp.asarray(np.sqrt(ev), jnp.float32)))
     tol = size * float(np.finfo(np.float32).eps) * ev[0]
     cond = float(ev[0] / ev[-1]) if ev[-1] > tol else float("inf")
-    return erank, cond
+    return erank, cond, erank_sv
 
 
 def ntk_spectrum(fn: Callable[[PyTree, jax.Array], jax.Array], params: PyTree, x,
@@ -194,8 +203,8 @@ def ntk_spectrum(fn: Callable[[PyTree, jax.Array], jax.Array], params: PyTree, x
     ev = ev[np.isfinite(ev)]
     if route == "dense" and k is not None:
         ev = ev[:k]
-    erank, cond = _summaries(ev, size)
-    return NTKSpectrum(ev, erank, cond, float(data.trace), route, size, int(data.num_matvecs))
+    erank, cond, erank_sv = _summaries(ev, size)
+    return NTKSpectrum(ev, erank, cond, float(data.trace), route, size, int(data.num_matvecs), erank_sv)
 
 
 __all__ = ["NTKData", "NTKSpectrum", "ntk_spectrum", "ntk_spectrum_fn", "DENSE_MAX_OUTPUTS"]

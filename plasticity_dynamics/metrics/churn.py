@@ -17,14 +17,15 @@ et al. count changed greedy actions). The variants here, for logits ``(B, C)``:
 - ``flip``: ``mean_b 1[argmax f'(x_b) != argmax f(x_b)]`` (fraction of changed predictions, the
   greedy-action churn of Schaul et al.).
 
-"LoP-NeurIPS": issue 19 cites a NeurIPS loss-of-plasticity paper that tracks eNTK effective
-rank, condition number and churn at every task boundary and asks for its churn definition too.
-A search of public pages (2026-12) did not identify that paper: the NeurIPS papers found that
-define churn are CHAIN (above, whose value and policy churn C-CHAIN reuses: ``abs`` and ``kl``
-here) and Schaul et al. (``flip``); the continual-learning NTK studies found (e.g. Liu et al.,
-"Reactivation: empirical NTK dynamics under task shifts", ICML 2025) track NTK norm, velocity
-and alignment, not churn. So no separate ``kind`` is offered for it; name the paper and its
-formula to add one.
+- ``sq``: ``mean_{b, c} (f'(x_b)_c - f(x_b)_c)^2`` (LoP-NeurIPS's regression churn).
+
+LoP-NeurIPS (the loss-of-plasticity study in the public repository gracebml/LoP-NeurIPS, file
+``lop/metrics/ntk_churn.py``, read 2026-12; it credits C-CHAIN's squared policy-churn term)
+records, after an update and in eval mode on a held-out reference batch, either the mean
+squared output change over examples and outputs (``sq`` here) or, for classification,
+``KL(softmax f || softmax f')`` summed over classes and averaged over the batch, which is
+``kl`` here (same direction, old || new). Its eNTK readings are in
+:func:`plasticity_dynamics.curvature.ntk_spectrum` (``effective_rank_sv``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import jax.numpy as jnp
 
 from ..errors import InputError, check_choice
 
-CHURN_KINDS = ("abs", "l2", "kl", "flip")
+CHURN_KINDS = ("abs", "l2", "sq", "kl", "flip")
 
 
 def churn(fn: Callable, params_before, params_after, x, *, kind: str = "abs") -> jax.Array:
@@ -46,7 +47,7 @@ def churn(fn: Callable, params_before, params_after, x, *, kind: str = "abs") ->
       fn: ``fn(params, x) -> outputs (B, C)`` (logits; any trailing shape is flattened).
       params_before, params_after: pytrees of the same structure.
       x: a reference batch that was *not* used for the update (C-CHAIN's out-of-batch data).
-      kind: ``abs`` (default), ``l2``, ``kl`` or ``flip`` (module docstring for formulas).
+      kind: ``abs`` (default), ``l2``, ``sq``, ``kl`` or ``flip`` (module docstring for formulas).
     Returns:
       float32 scalar. Jit-able (``kind`` static). Cost: two forward passes.
     Raises InputError for an unknown kind or outputs that are not at least 2-D ``(B, ...)``.
@@ -62,6 +63,8 @@ def churn(fn: Callable, params_before, params_after, x, *, kind: str = "abs") ->
         return jnp.mean(jnp.abs(b - a))
     if kind == "l2":
         return jnp.mean(jnp.linalg.norm(b - a, axis=-1))
+    if kind == "sq":
+        return jnp.mean(jnp.square(b - a))
     if kind == "kl":
         la, lb = jax.nn.log_softmax(a, -1), jax.nn.log_softmax(b, -1)
         return jnp.mean(jnp.sum(jnp.exp(la) * (la - lb), axis=-1))

@@ -40,6 +40,8 @@ def test_ntk_dense_and_lanczos_match_jacobian_eigh():
     assert np.allclose(s.eigenvalues, ev, atol=1e-4 * ev[0])
     p = ev / ev.sum()
     assert s.effective_rank == pytest.approx(np.exp(-np.sum(p * np.log(p))), rel=1e-4)
+    q = np.sqrt(ev) / np.sqrt(ev).sum()  # LoP-NeurIPS: entropy of J's singular values
+    assert s.effective_rank_sv == pytest.approx(np.exp(-np.sum(q * np.log(q))), rel=1e-4)
     assert s.condition_number == pytest.approx(ev[0] / ev[-1], rel=1e-2)
     assert s.trace == pytest.approx(np.sum(j * j), rel=1e-5)
     lz = curv.ntk_spectrum(fn, P, X, k=4, method="lanczos")
@@ -79,6 +81,21 @@ def test_churn_matches_numpy_formulas():
     assert float(ch(fn, P, after, X, kind="kl")) == pytest.approx(kl, rel=1e-3, abs=1e-7)
     flip = np.mean(np.argmax(a, 1) != np.argmax(b, 1))
     assert float(ch(fn, P, after, X, kind="flip")) == pytest.approx(flip)
+    assert float(ch(fn, P, after, X, kind="sq")) == pytest.approx(np.mean((b - a) ** 2), rel=1e-5)  # LoP-NeurIPS
     assert float(ch(fn, P, P, X)) == 0.0
-    with pytest.raises(InputError, match="kind='sq'"):
-        ch(fn, P, after, X, kind="sq")
+    with pytest.raises(InputError, match="kind='mse'"):
+        ch(fn, P, after, X, kind="mse")
+
+
+def test_summed_output_kernel_is_lop_neurips_per_example_ntk():
+    """LoP-NeurIPS's eNTK: rows = gradient of each example's summed outputs, K = G G^T (B, B);
+    ntk_spectrum of the summed-output fn gives its eigenvalues and singular-value entropy rank."""
+    j = jac64(P, X)  # (B C, n), example-major rows
+    b = np.asarray(X).shape[0]
+    g = j.reshape(b, -1, j.shape[1]).sum(1)  # per-example gradient of the summed outputs
+    ev = np.linalg.eigvalsh(g @ g.T)[::-1]
+    s = curv.ntk_spectrum(lambda p, x: fn(p, x).sum(-1, keepdims=True), P, X)
+    assert s.size == b and np.allclose(s.eigenvalues, ev, atol=1e-4 * ev[0])
+    q = np.sqrt(np.clip(ev, 0, None)) / np.sqrt(np.clip(ev, 0, None)).sum()
+    q = q[q > 0]
+    assert s.effective_rank_sv == pytest.approx(np.exp(-np.sum(q * np.log(q))), rel=1e-4)
