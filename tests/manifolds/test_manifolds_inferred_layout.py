@@ -113,3 +113,12 @@ def test_bare_params_of_other_models_need_the_model():
     model, variables, _ = _build("vit", "layer", True, False)
     with pytest.raises(InputError, match="pass the model"):
         unit_partition(None, variables["params"])
+
+
+def test_linear_activation_keeps_the_zoo_layout():
+    """An identity activation has no site to infer; the zoo layout (hidden layers with an
+    activation function, as the walkers declared them) is traced with relu in its place."""
+    model = pdx.models.create("mlp", preset="tiny", norm="none", activation="linear")
+    variables = model.init(jax.random.PRNGKey(0), mk.example_x("mlp"))
+    got = mk.snapshot(unit_partition(model, variables))
+    assert _canon(got) == _canon(WANT[mk.key("mlp", "none", True, False)])
