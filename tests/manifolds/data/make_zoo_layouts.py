@@ -9,8 +9,9 @@ It writes zoo_layouts.json: for every family x norm x norm_affine x norm_after_a
 "tiny" preset (and, key "bare:...", the partition built from a bare params tree without the
 model, as ``pdx.manifolds.frozen(units, params)`` does for mlp and cnn), the partition's groups
 (name -> units, in order), leaves (path -> [[axis, group, role]]), layers (name -> group,
-activation, monitored, incoming, outgoing, in order) and head_dims. Re-running it after the
-walkers are gone reproduces the file only if the inference path still matches them.
+activation, monitored, incoming, outgoing, in order) and head_dims. Do not re-run it: the
+walkers are gone, and the file is the oracle the inferred layouts are tested against (the
+inference path reproduces it up to the order of a layer's incoming / outgoing pairs).
 """
 
 from __future__ import annotations
