@@ -1,7 +1,8 @@
 """plasticity_dynamics.manifolds: LoP manifolds as first-class objects.
 
 - :mod:`.partition`: unit groups, block partitions and which tensor entries each unit owns
-  (:class:`Partition`); :mod:`.layouts`: the layouts of the model zoo (:func:`unit_partition`).
+  (:class:`Partition`); :mod:`.layouts`: :func:`unit_partition` of any model, from its inferred
+  (or declared) ``pdx.models.Layout``.
 - :mod:`.blocks`: block averaging along a unit axis (the kernel of every cloning projector).
 - :mod:`.manifold`: :class:`Manifold` (project, tangent, normal, distance, leakage,
   normal_dim; a jit-able pytree), :func:`cloned` (M_D(w) = w + M_BC) and :func:`frozen` (M_F).

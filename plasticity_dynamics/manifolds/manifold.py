@@ -342,8 +342,8 @@ def frozen(units: Mapping, params, partition: Partition | None = None, *,
         plus e.g. resnet ``layer{s}_block{b}/inner``).
     dead: optional {layer: mask or indices}, units with h = 0 as well (a dead ReLU); their
         outgoing weights are frozen too. Units in ``dead`` are added to ``units``.
-    partition: the network's :class:`Partition` (default: :func:`unit_partition` inferred from
-        the parameter names, assuming norm_after_activation=False).
+    partition: the network's :class:`Partition` (default: :func:`unit_partition` of the mlp or
+        cnn zoo model rebuilt from the parameter shapes, norm before the activation).
     Normal space: the frozen coordinates (incoming kernel entries, bias and the norm scale and
     bias feeding the activation; plus outgoing kernel entries for dead units). ``info`` lists
     every unit with its case ("saturated": incoming frozen, or "dead": incoming and outgoing).

@@ -8,8 +8,8 @@ gradients forever under SGD/Adam: they sit on the cloning manifold M_D of arXiv 
 weights are W/E for every clone, so they are equal too.
 
 :func:`weight_symmetry_clusters` works on plain (units, features) matrices;
-:func:`unit_weight_features` builds those matrices for a monitored layer of the ``mlp`` and
-``cnn`` families from the parameter names of the model contract.
+:func:`unit_weight_features` builds those matrices for a layer of any model from its unit
+partition (the one layout path: ``pdx.manifolds.unit_partition``).
 Cost: O(units^2 x features) comparisons in a ``lax.map`` (memory O(units x features)).
 """
 
@@ -61,58 +61,37 @@ def _symmetry_clusters(incoming, outgoing, rtol, atol):
     return clusters_from_adjacency(adj)
 
 
-def _unit_rows(kernel, axis):
-    """Move the unit axis of a kernel to the front and flatten the rest: (units, -1)."""
-    k = jnp.moveaxis(jnp.asarray(kernel), axis, 0)
-    return k.reshape(k.shape[0], -1)
+def unit_weight_features(variables, layer: str, partition=None):
+    """(incoming, outgoing) parameter matrices of one layer's units, from its unit partition.
 
-
-def _incoming(params, stats, module, norm):
-    parts = [_unit_rows(params[module]["kernel"], -1)]
-    if "bias" in params[module]:
-        parts.append(params[module]["bias"][:, None])
-    for tree in (params, stats):
-        if norm in tree:
-            parts += [jnp.asarray(v).reshape(-1, 1) for _, v in sorted(tree[norm].items())]
-    return jnp.concatenate(parts, axis=1)
-
-
-def _outgoing(params, module, units):
-    kernel = jnp.asarray(params[module]["kernel"])
-    if kernel.ndim == 4:  # conv -> conv: (kh, kw, units, cout)
-        return _unit_rows(kernel, 2)
-    if kernel.shape[0] == units:  # dense -> dense
-        return kernel
-    # conv -> dense after an NHWC flatten: channel is the fastest axis of the input index
-    k = kernel.reshape(-1, units, kernel.shape[-1])
-    return _unit_rows(k, 1)
-
-
-def unit_weight_features(variables, layer: str):
-    """(incoming, outgoing) parameter matrices of a monitored ``mlp`` or ``cnn`` layer.
-
-    variables: the model's variables dict (``params`` and optional ``batch_stats``).
-    layer: ``hidden_{i}`` (mlp), ``conv_{i}`` or ``fc_{j}`` (cnn), per the model contract.
-    Incoming rows hold the kernel column, bias, and the unit's norm parameters and running
-    statistics; outgoing rows hold the unit's weights in the next layer (``out`` after the last).
+    variables: the model's variables dict (``params`` and optional ``batch_stats``) or params.
+    layer: a layer of ``partition.layers`` (mlp ``hidden_{i}``, cnn ``conv_{i}`` / ``fc_{j}``,
+        resnet18 ``stem`` / ``layer{s}_block{b}``, ...; a wrapped model's inferred names).
+    partition: the network's ``pdx.manifolds.Partition`` (``unit_partition(model,
+        variables)``); default: that of the mlp or cnn zoo model rebuilt from the shapes.
+    Incoming rows (units, F_in): every entry the unit owns in its group ("out" axes: kernel
+    column, bias, norm parameters and running statistics; for a group shared by several layers,
+    a residual stream, those of all of them); outgoing rows (units, F_out): the weights that
+    read the unit ("in" axes; after an NHWC flatten the rows r with r % units == unit), None
+    when nothing reads it. Cost: one gather per leaf of the group.
     """
-    params = variables["params"]
-    stats = variables.get("batch_stats", {})
-    prefix, _, idx = layer.rpartition("_")
-    if not idx.isdigit() or prefix not in ("hidden", "conv", "fc"):
-        raise InputError(f"layer={layer!r} is not one of: hidden_<i> (mlp), conv_<i>, fc_<j> (cnn)")
-    i = int(idx)
-    module = {"hidden": "dense", "conv": "conv", "fc": "fc"}[prefix] + f"_{i}"
-    if module not in params:
-        raise InputError(f"layer={layer!r}: parameters {module!r} not found; have {sorted(params)}")
-    norm = f"norm_{i}" if prefix in ("hidden", "conv") else None
-    incoming = _incoming(params, stats, module, norm)
-    units = incoming.shape[0]
-    candidates = {
-        "hidden": [f"dense_{i + 1}", "out"],
-        "conv": [f"conv_{i + 1}", "fc_0", "out"],
-        "fc": [f"fc_{i + 1}", "out"],
-    }[prefix]
-    nxt = next((m for m in candidates if m in params), None)
-    outgoing = None if nxt is None else _outgoing(params, nxt, units)
+    from ..manifolds import unit_partition  # lazy: a sibling layer, needed only here
+    from ..manifolds.partition import collection_paths
+
+    if partition is None:
+        partition = unit_partition(None, variables)
+    if layer not in partition.layers:
+        raise InputError(f"layer={layer!r} is not one of: {', '.join(partition.layers)}")
+    group = partition.layers[layer].group
+    units = partition.units(group)
+    parts = {"out": [], "in": []}
+    for path, leaf in collection_paths(variables):
+        for spec in partition.specs(path):
+            if spec.group != group:
+                continue
+            k = jnp.moveaxis(jnp.asarray(leaf), spec.axis, 0)
+            k = k.reshape((k.shape[0] // units, units, -1))  # (outer, units, rest): unit fastest
+            parts[spec.role].append(jnp.moveaxis(k, 1, 0).reshape(units, -1))
+    incoming = jnp.concatenate(parts["out"], axis=1)
+    outgoing = jnp.concatenate(parts["in"], axis=1) if parts["in"] else None
     return incoming, outgoing

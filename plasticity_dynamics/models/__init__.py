@@ -5,7 +5,8 @@
 probes) -> Output``. See ``contract`` for the contract and each family module for layer names.
 ``from_function(apply_fn, params, example_x)`` (and ``from_flax`` / ``from_nnx`` /
 ``from_equinox``) wraps any JAX network behind the same contract, its unit ``Layout`` inferred
-from the jaxpr (see ``wrap``, ``infer``, ``layout``).
+from the jaxpr (see ``wrap``, ``infer``, ``layout``); zoo models get theirs the same way
+(``zoo_layout``).
 """
 
 from .activations import ACTIVATIONS, activation_derivative, activation_fn

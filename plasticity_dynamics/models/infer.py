@@ -645,17 +645,26 @@ def _outgoing(inf, h, group):
     return out
 
 
-def infer_layout(program: Program, paths: list, x_index: int):
+def infer_layout(program: Program, paths: list, x_index: int, points: dict | None = None):
     """(Layout, sites {layer: (z id, h id)}, regions {layer: eqn indices}) of a traced program.
 
-    paths: leaf index -> path tuple (collection first), one per non-x input. Raises InputError
-    naming the primitive and parameter path where inference cannot prove the layout.
+    paths: leaf index -> path tuple (collection first), one per non-x input.
+    points: optional {name: index into ``program.outvars``} of values the model itself reports
+        as its monitored activations (the zoo's ``Output.activations``); the other outputs are
+        the network output. Then a layer whose activation is a point takes the point's name, a
+        layer that is no point is unmonitored (``monitored=False``), and a point that is no
+        activation site (a ViT block output) becomes a monitored layer without activation
+        function, in the group of its last axis. ``kinds`` lists the points only.
+    Layers are in forward order (of their activation value). Raises InputError naming the
+    primitive and parameter path where inference cannot prove the layout.
     """
     inf = _Inference(program, paths, x_index).run()
     raw = find_sites(inf)
+    named = {program.outvars[i]: n for n, i in (points or {}).items()}
     # Units of the network output (logits) are not hidden units: drop their group.
     output = {inf.find(lb[1]) for a in program.outvars if not isinstance(a, Lit)
-              and inf.kind.get(a) == "data" for lb in inf.labs[a] if _unit(lb)}
+              and a not in named and inf.kind.get(a) == "data" for lb in inf.labs[a]
+              if _unit(lb)}
     for li in list(inf.specs):
         inf.specs[li] = {ax: (n, r) for ax, (n, r) in inf.specs[li].items()
                          if inf.find(n) not in output}
@@ -678,23 +687,35 @@ def infer_layout(program: Program, paths: list, x_index: int):
         leaves[path] = tuple((ax, groups[inf.find(n)], role)
                              for ax, (n, role) in sorted(specs.items()))
     hs = {h for _, h, _ in raw}
-    layers, kinds, sites, regions = {}, {}, {}, {}
+    found, sites, regions = [], {}, {}
     for z, h, region in raw:
         g = inf.find(inf.labs[z][-1][1])
         inc = sorted(_incoming(inf, z, g, hs))
         out = sorted(_outgoing(inf, h, g))
-        name = _layer_name(inc, groups[g])
+        name = named.get(h) or _layer_name(inc, groups[g])
         base, c = name, 2
-        while name in layers:
+        while name in sites:
             name, c = f"{base}#{c}", c + 1
-        rank = len(program.avals[h][0])
-        if rank not in _KINDS:
-            raise InputError(f"activation of group {groups[g]} has rank {rank}; monitored layers "
-                             f"must be (B, D), (B, T, D) or (B, H, W, C){_HINT}")
-        layers[name] = LayerSpec(groups[g], True, True, tuple(inc), tuple(out))
-        kinds[name] = _KINDS[rank]
+        monitored = points is None or h in named
+        found.append((inf.producer[h], name, h, LayerSpec(groups[g], True, monitored,
+                                                          tuple(inc), tuple(out))))
         sites[name] = (z, h)
         regions[name] = region
+    for v, name in named.items():  # reported values that are no activation site
+        lab = inf.labs.get(v, ())
+        if v not in hs and lab and _unit(lab[-1]) and inf.find(lab[-1][1]) in groups:
+            found.append((inf.producer.get(v, -1), name, v,
+                          LayerSpec(groups[inf.find(lab[-1][1])], False, True, (), ())))
+    layers, kinds = {}, {}
+    for _, name, h, spec in sorted(found, key=lambda f: f[0]):
+        layers[name] = spec
+        if not spec.monitored:
+            continue
+        rank = len(program.avals[h][0])
+        if rank not in _KINDS:
+            raise InputError(f"activation of group {spec.group} has rank {rank}; monitored "
+                             f"layers must be (B, D), (B, T, D) or (B, H, W, C){_HINT}")
+        kinds[name] = _KINDS[rank]
     head_dims = {groups[inf.find(n)]: hd for n, hd in inf.head.items()
                  if inf.find(n) in groups}
     return Layout(leaves, layers, kinds, head_dims), sites, regions

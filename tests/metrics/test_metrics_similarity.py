@@ -178,3 +178,26 @@ def test_unit_weight_features_on_contract_models():
     assert [list(c_) for c_ in m.cluster_members(m.weight_symmetry_clusters(inc, out).labels)] == [[0, 2]]
     with pytest.raises(InputError, match="layer="):
         m.unit_weight_features(vc, "block_0")
+
+
+def test_unit_weight_features_on_a_wrapped_model_with_its_partition():
+    """Any model: a plain-JAX MLP with arbitrary names; its inferred partition says which
+    entries are a unit's. A planted clone pair (incoming column, bias, outgoing row) is found."""
+    rng = np.random.default_rng(3)
+    params = {"a": {"w": rng.normal(size=(5, 6)).astype(np.float32),
+                    "c": rng.normal(size=(6,)).astype(np.float32)},
+              "z": rng.normal(size=(6, 3)).astype(np.float32)}
+    params["a"]["w"][:, 4] = params["a"]["w"][:, 1]
+    params["a"]["c"][4] = params["a"]["c"][1]
+    params["z"][4] = params["z"][1]
+
+    def net(p, x):
+        return jnp.tanh(x @ p["a"]["w"] + p["a"]["c"]) @ p["z"]
+
+    model = pdx.models.from_function(net, params, jnp.ones((2, 5)))
+    variables = model.init()
+    part = pdx.manifolds.unit_partition(model, variables)
+    (layer,) = part.layers
+    inc, out = m.unit_weight_features(variables, layer, part)
+    assert inc.shape == (6, 5 + 1) and out.shape == (6, 3)
+    assert [list(c) for c in m.cluster_members(m.weight_symmetry_clusters(inc, out).labels)] == [[1, 4]]
