@@ -28,7 +28,8 @@ def train_step(model, optimizer: optax.GradientTransformation, loss_kind: str, v
     """
 
     def loss_fn(params):
-        out = model.apply({**variables, "params": params}, x, train=True, rng=rng, rates=rates)
+        extra = {} if rates is None else {"rates": rates}  # wrapped models (models.wrap) take no rates
+        out = model.apply({**variables, "params": params}, x, train=True, rng=rng, **extra)
         loss, acc = masked_loss(out.logits, y, class_mask, loss_kind)
         return loss, (out, acc)
 
