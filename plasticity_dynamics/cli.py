@@ -118,6 +118,7 @@ def _cmd_sweep(args) -> int:
     failed = [c for c in res["cells"] if c["status"] == "failed"]
     print(f"sweep directory: {out} ({len(res['cells'])} cells in {res['programs']} programs; "
           f"ran {res['ran']} in {res['wall_time_s']:.1f} s)")
+    print(f"plan: {res['plan'][0]} ({out / 'plan.txt'})")
     print(f"cells: {out / 'cells.csv'} ({len(done)} done, {len(failed)} failed)")
     print(f"table: {out / 'table.csv'}" + (f" and {out / 'table.parquet'}" if (out / "table.parquet").is_file() else ""))
     for c in failed:

@@ -14,6 +14,11 @@ Protocol, per variant and seed (all seeds of a variant in one compiled, vmapped 
    and both directions, PAPER.md 4), and the effective rank (mean over monitored layers) of the
    clone and of the base; plus the training loss of both, averaged over the steps in between.
 
+Grids (``cloning-noise``'s SGD reference and σ₀ × λ cells): :func:`clone_grid` trains variants
+that share the base phase as vmapped lanes of one program, their noise values traced scalars of
+:func:`pdx.optim.lane_optimizer`; the base phase and the base run beside the clones are computed
+once per seed. :func:`clone_run` is its one-variant case.
+
 R² is measured in eval mode: for dropout runs it asks whether the *weights* left the cloning
 manifold, not whether this step's masks differ.
 
@@ -129,6 +134,21 @@ def _optimizer(v: Variant, lr: float, with_noise: bool):
     return make_optimizer("sgd", v.lr or lr, momentum=v.momentum)
 
 
+def _clone_lane(v: Variant, lr: float, noisy: bool) -> tuple[str, dict]:
+    """(optimiser name, lane values of :func:`pdx.optim.lane_optimizer`) of a variant's clone
+    phase. In a grid with noisy variants (``noisy``), a noise-free SGD variant is noisy SGD with
+    σ₀ = 0, λ = 1: g + 0·ξ = g, the same update to the bit."""
+    from ..optim import lane_hypers
+
+    if v.optimizer == "adam":
+        return "adam", lane_hypers("adam", v.lr or lr / 10)
+    if noisy:
+        s0, lam = v.noise if v.noise is not None else (0.0, 1.0)
+        return "noisy_sgd", lane_hypers("noisy_sgd", v.lr or lr, momentum=v.momentum, noise_sigma0=s0,
+                                        noise_decay=lam)
+    return "sgd", lane_hypers("sgd", v.lr or lr, momentum=v.momentum)
+
+
 def _partitions(model, partition) -> dict:
     return {layer: partition.groups[partition.group_of(layer)] for layer in model.layer_kinds}
 
@@ -137,13 +157,39 @@ def clone_run(family: str, variant: Variant, scale: str, data_dir=None, seed0: i
     """Train base, expand ×2, train clone and base side by side. Returns NumPy series:
     ``step`` (R,), and (seeds, R) arrays ``r2``, ``r2_fwd``, ``r2_bwd``, ``loss_clone``,
     ``loss_base``, ``rank_clone``, ``rank_base``; scalars ``clone_start_step`` and
-    ``max_output_gap`` (largest |clone − base| logit difference right after expansion)."""
+    ``max_output_gap`` (largest |clone − base| logit difference right after expansion).
+    The one-variant case of :func:`clone_grid`."""
+    return clone_grid(family, [variant], scale, data_dir, seed0)[0]
+
+
+def clone_grid(family: str, variants: list, scale: str, data_dir=None, seed0: int = 0) -> list[dict]:
+    """:func:`clone_run` of several variants that share the base phase, as the vmapped *lanes*
+    of one program: lane (variant i, seed j) trains variant i's clone from seed j's expanded
+    base, its optimiser values (lr, momentum, noise σ₀ and λ) traced scalars of
+    :func:`pdx.optim.lane_optimizer`; the base phase and the base run beside the clones are
+    computed once per seed and shared by every variant (they are the same for all: SGD with
+    the variant's lr and momentum, no noise, on the same batches with the same keys).
+
+    The variants must agree on everything but the noise (σ₀, λ): optimiser, lr, momentum and
+    dropout (InputError otherwise). A noise-free variant in a grid with noisy ones runs as
+    σ₀ = 0, λ = 1 (bit-identical to SGD). Returns one :func:`clone_run` result per variant.
+    Cost: one base phase, then (variants + 1) × seeds networks trained per step; one compile.
+    """
+    from ..errors import InputError
+    from ..loop import run_steps
     from ..manifolds import expand
     from ..metrics import make_unit_metrics_fn
-    from ..optim import reseed_noise
-    from ..loop import run_steps
+    from ..optim import lane_optimizer, reseed_noise
     from ..training.step import make_step
 
+    variants = list(variants)
+    if not variants:
+        raise InputError("clone_grid needs at least one variant")
+    shared = {(v.optimizer, v.lr, v.momentum, v.dropout) for v in variants}
+    if len(shared) > 1:
+        raise InputError(f"clone_grid: variants differ in optimiser, lr, momentum or dropout ({sorted(map(str, shared))}); "
+                         "a grid's lanes may differ only in the noise (σ₀, λ)")
+    variant = variants[0]
     s = clone_settings(family, scale)
     ds, model = _family_setup(family, scale, data_dir, variant.dropout)
     n_seeds, batch, lr = s["seeds"], s["batch"], s["lr"]
@@ -152,7 +198,11 @@ def clone_run(family: str, variant: Variant, scale: str, data_dir=None, seed0: i
     mask = jnp.ones((ds.num_classes,), bool)
     n = xs.shape[0]
     opt_base = _optimizer(variant, lr, with_noise=False)
-    opt_clone = _optimizer(variant, lr, with_noise=True)
+    noisy = any(v.noise is not None for v in variants) and variant.optimizer != "adam"
+    lanes = [_clone_lane(v, lr, noisy) for v in variants]
+    name = lanes[0][0]
+    use_momentum = name != "adam" and variant.momentum > 0
+    opt_init = lane_optimizer(name, lanes[0][1], use_momentum=use_momentum, use_weight_decay=False)
 
     def batch_at(seed, step):
         k = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 11), step)
@@ -178,54 +228,71 @@ def clone_run(family: str, variant: Variant, scale: str, data_dir=None, seed0: i
     wide_vars = _expand_seeds(model, base_vars)
     gap = float(jnp.max(jnp.abs(wide_model.apply(jax.tree_util.tree_map(lambda a: a[0], wide_vars), mx).logits
                                 - model.apply(one, mx).logits)))
-    clone_opt = jax.vmap(lambda v, k: reseed_noise(opt_clone.init(v["params"]), k))(
+    clone_opt = jax.vmap(lambda v, k: reseed_noise(opt_init.init(v["params"]), k))(
         wide_vars, jax.vmap(lambda sd: jax.random.fold_in(jax.random.PRNGKey(sd), 99))(seeds))
+
+    # lane = (variant, seed), variant-major: every variant starts from the same expanded bases
+    n_var = len(variants)
+    tile = partial(jax.tree_util.tree_map, lambda a: jnp.concatenate([a] * n_var))
+    lane_seeds = jnp.tile(seeds, n_var)
+    hypers = {k: jnp.repeat(jnp.asarray([h[k] for _, h in lanes], jnp.float32), n_seeds) for k in lanes[0][1]}
 
     parts = _partitions(wide_model, partition)
     m_wide = make_unit_metrics_fn(wide_model, loss="xent", partitions=parts, jit=False)
     m_base = make_unit_metrics_fn(model, loss="xent", jit=False)
     every = s["every"]
 
-    def chunk(carry, seed, start):  # clone and base side by side on the same batches
-        step_clone = make_step(wide_model, opt_clone, "xent", batches(seed))
-        step_base = make_step(model, opt_base, "xent", batches(seed, fold=2))
+    def clone_chunk(carry, seed, h, start):
+        opt = lane_optimizer(name, h, use_momentum=use_momentum, use_weight_decay=False)
+        carry, (lw, _) = run_steps(make_step(wide_model, opt, "xent", batches(seed)), carry, every,
+                                   start=s["base_steps"] + start)
+        return carry, lw.mean()
 
-        def both(c, t):
-            (wide, (lw, _)), (base, (lb, _)) = step_clone(c[:2], t), step_base(c[2:], t)
-            return wide + base, (lw, lb)
+    def base_chunk(carry, seed, start):  # the base beside the clones, on the same batches
+        carry, (lb, _) = run_steps(make_step(model, opt_base, "xent", batches(seed, fold=2)), carry, every,
+                                   start=s["base_steps"] + start)
+        return carry, lb.mean()
 
-        carry, (lw, lb) = run_steps(both, carry, every, start=s["base_steps"] + start)
-        return carry, (lw.mean(), lb.mean())
+    @jax.jit
+    def run_chunk(clones, base, start):
+        clones, lw = jax.vmap(clone_chunk, in_axes=(0, 0, 0, None))(clones, lane_seeds, hypers, start)
+        base, lb = jax.vmap(base_chunk, in_axes=(0, 0, None))(base, seeds, start)
+        return clones, base, lw, lb
 
-    run_chunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)))
-    measure = jax.jit(jax.vmap(lambda wv, bv: (m_wide(wv, mx, my, mask), m_base(bv, mx, my, mask))))
+    measure = jax.jit(lambda wv, bv: (jax.vmap(lambda v: m_wide(v, mx, my, mask))(wv),
+                                      jax.vmap(lambda v: m_base(v, mx, my, mask))(bv)))
 
     def record(wv, bv):
         mw, mb = jax.device_get(measure(wv, bv))
         fwd = np.mean([np.asarray(v) for v in mw["clone_r2_fwd"].values()], axis=0)
         bwd = np.mean([np.asarray(v) for v in mw["clone_r2_bwd"].values()], axis=0)
         rc = np.mean([np.asarray(v) for v in mw["effective_rank"].values()], axis=0)
-        rb = np.mean([np.asarray(v) for v in mb["effective_rank"].values()], axis=0)
+        rb = np.tile(np.mean([np.asarray(v) for v in mb["effective_rank"].values()], axis=0), n_var)
         return fwd, bwd, rc, rb
 
-    carry = (wide_vars, clone_opt, base_vars, base_opt)
-    fwd0, bwd0, rc0, rb0 = record(wide_vars, base_vars)
+    clones, base = (tile(wide_vars), tile(clone_opt)), (base_vars, base_opt)
+    fwd0, bwd0, rc0, rb0 = record(clones[0], base[0])
     steps, cols = [s["base_steps"]], {k: [v] for k, v in
                                      dict(r2_fwd=fwd0, r2_bwd=bwd0, rank_clone=rc0, rank_base=rb0).items()}
-    cols["loss_clone"], cols["loss_base"] = [np.full(n_seeds, np.nan)], [np.full(n_seeds, np.nan)]
+    nan = np.full(n_var * n_seeds, np.nan)
+    cols["loss_clone"], cols["loss_base"] = [nan], [nan]
     for start in range(0, s["clone_steps"], every):
-        carry, (lw, lb) = run_chunk(carry, seeds, jnp.int32(start))
-        fwd, bwd, rc, rb = record(carry[0], carry[2])
+        clones, base, lw, lb = run_chunk(clones, base, jnp.int32(start))
+        fwd, bwd, rc, rb = record(clones[0], base[0])
         steps.append(s["base_steps"] + start + every)
         for k, v in dict(r2_fwd=fwd, r2_bwd=bwd, rank_clone=rc, rank_base=rb,
-                         loss_clone=np.asarray(lw), loss_base=np.asarray(lb)).items():
+                         loss_clone=np.asarray(lw), loss_base=np.tile(np.asarray(lb), n_var)).items():
             cols[k].append(v)
-    out = {k: np.stack(v, axis=1) for k, v in cols.items()}
-    out["r2"] = (out["r2_fwd"] + out["r2_bwd"]) / 2
-    out["step"] = np.asarray(steps)
-    out["clone_start_step"] = s["base_steps"]
-    out["max_output_gap"] = gap
-    return out
+    lanes_out = {k: np.stack(v, axis=1) for k, v in cols.items()}  # (lanes, R)
+    results = []
+    for i in range(n_var):
+        out = {k: v[i * n_seeds:(i + 1) * n_seeds] for k, v in lanes_out.items()}
+        out["r2"] = (out["r2_fwd"] + out["r2_bwd"]) / 2
+        out["step"] = np.asarray(steps)
+        out["clone_start_step"] = s["base_steps"]
+        out["max_output_gap"] = gap
+        results.append(out)
+    return results
 
 
 def _expand_seeds(model, base_vars):
@@ -370,10 +437,12 @@ def run_cloning_noise(scale: str, out_dir: Path, data_dir=None, progress=True) -
     lambdas = {"smoke": (0.0, 0.999), "small": (0.0, 0.99, 1.0), "paper": (0.0, 0.9, 0.99, 0.999, 1.0)}[scale]
     fams = ("mlp",) if scale == "smoke" else ("mlp", "vit")
     results, checks = {}, []
-    for fam in fams:
-        base = clone_run(fam, SGD, scale, data_dir)
-        grid = {(s0, lam): clone_run(fam, Variant(f"σ₀={s0}, λ={lam}", noise=(s0, lam)), scale, data_dir)
-                for s0 in _progress(sigmas, progress) for lam in lambdas}
+    for fam in _progress(fams, progress):
+        # the SGD reference and every σ₀ × λ cell: lanes of one program, one shared base phase
+        cells = [(s0, lam) for s0 in sigmas for lam in lambdas]
+        base, *runs = clone_grid(fam, [SGD] + [Variant(f"σ₀={s0}, λ={lam}", noise=(s0, lam)) for s0, lam in cells],
+                                 scale, data_dir)
+        grid = dict(zip(cells, runs))
         for by, other in (("lambda", sigmas), ("sigma", lambdas)):
             panels = lambdas if by == "lambda" else sigmas
             fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)

@@ -83,13 +83,17 @@ class Model:
         Runs jitted (compiled once per model options and input shape, cached per process)."""
         return dict(_jitted_init(self)(key, x))
 
-    def apply(self, variables, x, *, train: bool = False, rng=None, probes=None) -> Output:
+    def apply(self, variables, x, *, train: bool = False, rng=None, probes=None, rates=None) -> Output:
         """Run the network on a batch ``x``.
 
         train: batch norm uses and updates batch statistics (returned in Output.variables) and
             dropout is active (needs ``rng``); eval mode uses running statistics, no dropout.
         rng: PRNG key for dropout; required when train and a dropout rate > 0 (else InputError).
         probes: optional dict {monitored name: array shaped like that activation}.
+        rates: optional dict {option in :data:`RATE_OPTIONS` (``dropout``, ``attention_dropout``):
+            value} overriding the model's rate for this call; values may be traced scalars (a
+            sweep's vmapped lanes differ in them, one compiled program). A rate given here draws
+            its dropout masks even when 0 (the program must not depend on the value).
         Cost: one forward pass; runs jitted (cached per model options, input shapes, ``train``
         and probe keys), so outside a jit the first call per shape compiles.
         Output.activations / preactivations are in forward order (that of ``layer_kinds``);
@@ -105,8 +109,17 @@ class Model:
             if unknown:
                 raise InputError(f"probes key {unknown[0]!r} is not one of: "
                                  f"{', '.join(self.layer_kinds)}")
+        if rates is not None:
+            bad = [k for k in rates if k not in RATE_OPTIONS or k not in self.options]
+            if bad:
+                allowed = [k for k in RATE_OPTIONS if k in self.options]
+                raise InputError(f"rates key {bad[0]!r} is not a rate of model {self.name!r}; allowed: "
+                                 f"{', '.join(allowed)}")
+            if train and rng is None:
+                raise InputError("rates given with train=True but rng=None: pass rng=<PRNG key>")
+            rates = dict(rates)
         rngs = {"dropout": rng} if (train and rng is not None) else {}
-        out = _jitted_apply(self)(variables, x, train=bool(train), rngs=rngs, probes=probes)
+        out = _jitted_apply(self)(variables, x, train=bool(train), rngs=rngs, probes=probes, rates=rates)
         # jit hands dicts back with sorted keys; restore the forward order (plain dicts).
         order = list(self.layer_kinds)
         return out._replace(
@@ -114,15 +127,21 @@ class Model:
             preactivations={k: out.preactivations[k] for k in order if k in out.preactivations})
 
 
-def _apply(model: Model, variables, x, train, rngs, probes) -> Output:
+#: Model options that may be overridden per call by traced values (``Model.apply(rates=...)``):
+#: they change neither shapes nor control flow of a train-mode pass.
+RATE_OPTIONS = ("dropout", "attention_dropout")
+
+
+def _apply(model: Model, variables, x, train, rngs, probes, rates=None) -> Output:
+    module = model.module if not rates else model.module.clone(**rates)
     if train and "batch_stats" in variables:
-        (logits, acts, pre), updates = model.module.apply(
+        (logits, acts, pre), updates = module.apply(
             variables, x, train=True, probes=probes, rngs=rngs, mutable=["batch_stats"])
         new = {**variables, "batch_stats": updates["batch_stats"]}
         if isinstance(variables, FrozenDict):
             new = freeze(new)
     else:
-        logits, acts, pre = model.module.apply(variables, x, train=train, probes=probes, rngs=rngs)
+        logits, acts, pre = module.apply(variables, x, train=train, probes=probes, rngs=rngs)
         new = variables
     return Output(logits, new, acts, pre)
 

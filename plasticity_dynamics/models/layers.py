@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -69,14 +70,15 @@ def trunc_normal_init(std: float):
 class Dropout(nn.Module):
     """Inverted dropout (zero with probability ``rate``, scale survivors by 1/(1-rate)); the
     mask comes from the "dropout" rng collection, drawn flat. Identity when deterministic or
-    rate == 0."""
+    rate == 0. ``rate`` may be a traced scalar (one value per vmapped lane, ``Model.apply(...,
+    rates=...)``): the mask is then always drawn, and a rate of 0 keeps every unit (x / 1)."""
 
-    rate: float
+    rate: Any
     deterministic: bool
 
     @nn.compact
     def __call__(self, x):
-        if self.deterministic or self.rate == 0.0:
+        if self.deterministic or (isinstance(self.rate, (int, float)) and self.rate == 0.0):
             return x
         keep = 1.0 - self.rate
         mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (_size(x.shape),))

@@ -6,8 +6,8 @@
 ``init`` / ``apply`` / ``on_task_start`` functions.
 """
 
-from .interventions import (INTERVENTIONS, Intervention, cbp, full_reset, head_reset, make_intervention, none, redo,
-                            shrink_perturb)
+from .interventions import (INTERVENTIONS, LANE_OPTIONS, Intervention, cbp, full_reset, head_reset, lane_intervention,
+                            lane_options, make_intervention, none, redo, shrink_perturb)
 from .optimizers import (LANE_HYPERS, OPTIMIZERS, NoisyGradState, describe_optimizer, lane_hypers, lane_optimizer,
                          make_optimizer, noisy_sgd_noise, reseed_noise, reset_state)
 from .units import UnitLayer, mask_opt_state, torch_default_like, unit_layers
@@ -15,6 +15,7 @@ from .units import UnitLayer, mask_opt_state, torch_default_like, unit_layers
 __all__ = [
     "INTERVENTIONS",
     "LANE_HYPERS",
+    "LANE_OPTIONS",
     "Intervention",
     "NoisyGradState",
     "OPTIMIZERS",
@@ -24,6 +25,8 @@ __all__ = [
     "full_reset",
     "head_reset",
     "lane_hypers",
+    "lane_intervention",
+    "lane_options",
     "lane_optimizer",
     "make_intervention",
     "make_optimizer",

@@ -57,6 +57,14 @@ def cbp(replacement_rate: float = 1e-4, decay: float = 0.99, maturity_threshold:
     check_choice("utility", utility, UTILITIES)
     check_choice("init", init, INITS)
     check_positive("gain", gain)
+    return cbp_fns(replacement_rate, decay, maturity_threshold, utility, init, gain, min_one_per_step,
+                   reset_opt_state)
+
+
+def cbp_fns(replacement_rate, decay, maturity_threshold: int, utility: str, init: str, gain: float,
+            min_one_per_step: bool, reset_opt_state: bool):
+    """:func:`cbp` without the checks: ``replacement_rate`` (unless ``min_one_per_step``, which
+    turns it into a static unit count) and ``decay`` may be traced scalars, one per vmapped lane."""
 
     def init_state(params, key):
         del key
@@ -85,7 +93,7 @@ def cbp(replacement_rate: float = 1e-4, decay: float = 0.99, maturity_threshold:
             d = h.shape[-1]
             w_in, w_next = params[layer.name]["kernel"], params[layer.next_name]["kernel"]
             age = st["age"] + 1
-            corr = 1.0 - jnp.power(jnp.float32(decay), age.astype(jnp.float32))
+            corr = 1.0 - jnp.power(jnp.asarray(decay, jnp.float32), age.astype(jnp.float32))
             mean = decay * st["mean"] + (1.0 - decay) * h.mean(axis=0)
             mean_hat = mean / corr
             out_mag = outgoing_abs_sum(w_next, layer.next_kind, d)

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 
 from ..errors import InputError, check_choice, check_positive, check_range
 from .cbp import cbp as _cbp
+from .cbp import cbp_fns
 from .optimizers import reset_state
 from .units import (activations_2d, all_true, as_variables, fresh_params, fresh_variables, mask_opt_state, replace_units,
                     unit_layers)
@@ -125,6 +126,11 @@ def shrink_perturb(shrink: float = 0.9999, sigma: float = 1e-4, every: int = 1, 
     check_range("shrink", shrink, 0.0, 1.0, high_inclusive=True)
     check_positive("sigma", sigma, allow_zero=True)
     check_positive("every", every, integer=True)
+    return _shrink_perturb(shrink, sigma, every, at_task_start, init_fn)
+
+
+def _shrink_perturb(shrink, sigma, every, at_task_start, init_fn=None) -> Intervention:
+    """:func:`shrink_perturb` unchecked: ``shrink`` and ``sigma`` may be traced scalars."""
 
     def sp(variables, opt_state, state, key):
         params = variables["params"]
@@ -148,10 +154,22 @@ def cbp(**opts) -> Intervention:
     return _build("cbp", init, step_fn, _identity, resolved)
 
 
+def _cbp_unchecked(**opts) -> Intervention:
+    """:func:`cbp` unchecked (``opts`` resolved, as ``cbp(...).options``): ``replacement_rate``
+    and ``decay`` may be traced scalars."""
+    init, step_fn = cbp_fns(**opts)
+    return _build("cbp", init, step_fn, _identity, dict(opts))
+
+
 def redo(tau: float = 0.1, every: int = 1000, reset_opt_state: bool = True,
          init_fn: Callable | None = None) -> Intervention:
     check_positive("tau", tau, allow_zero=True)
     check_positive("every", every, integer=True)
+    return _redo(tau, every, reset_opt_state, init_fn)
+
+
+def _redo(tau, every, reset_opt_state, init_fn=None) -> Intervention:
+    """:func:`redo` unchecked: ``tau`` may be a traced scalar."""
 
     def init(params, key):
         return {layer.name: {"recycled": jnp.zeros([], jnp.int32)} for layer in unit_layers(params)}
@@ -232,4 +250,34 @@ def make_intervention(name: str, *, context: dict | None = None, **opts) -> Inte
                              f"{', '.join(user) or 'none'}")
     taken = set(inspect.signature(ctor).parameters)
     opts.update({k: v for k, v in (context or {}).items() if k in taken and k not in opts})
+    return ctor(**opts)
+
+
+#: The intervention options that keep shapes and control flow, so that the vmapped lanes of one
+#: program may differ in them (:func:`lane_intervention`): name -> option names.
+LANE_OPTIONS: dict[str, tuple[str, ...]] = {"cbp": ("replacement_rate", "decay"),
+                                            "shrink_perturb": ("shrink", "sigma"), "redo": ("tau",)}
+_UNCHECKED = {"cbp": _cbp_unchecked, "shrink_perturb": _shrink_perturb, "redo": _redo}
+
+
+def lane_options(iv: Intervention) -> dict[str, float]:
+    """The values of ``iv``'s lane options (:data:`LANE_OPTIONS`, defaults resolved) as floats.
+    CBP's ``replacement_rate`` is not one with ``min_one_per_step`` (it then fixes a unit count)."""
+    names = LANE_OPTIONS.get(iv.name, ())
+    if iv.name == "cbp" and iv.options.get("min_one_per_step"):
+        names = tuple(n for n in names if n != "replacement_rate")
+    return {n: float(iv.options[n]) for n in names}
+
+
+def lane_intervention(iv: Intervention, values: dict, context: dict | None = None) -> Intervention:
+    """``iv`` with its lane options (keys of :func:`lane_options`) set to ``values``, which may be
+    traced scalars (one per vmapped lane of one program); the other options stay. ``context`` as
+    for :func:`make_intervention`. Values are not checked here (the config was). Cost: none (the
+    functions are rebuilt at trace time)."""
+    if not values:
+        return iv
+    ctor = _UNCHECKED[iv.name]
+    opts = {**iv.options, **values}
+    taken = set(inspect.signature(ctor).parameters)
+    opts.update({k: v for k, v in (context or {}).items() if k in taken})
     return ctor(**opts)

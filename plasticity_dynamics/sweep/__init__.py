@@ -7,17 +7,19 @@ with ``cells.csv`` and the tidy ``table.csv`` (:mod:`.run`).
 """
 
 from .executors import EXECUTORS, cell_dir, cell_status, run_program
-from .plan import LANE_KEYS, Program, group_cells, lane_bytes, memory_limit, plan
+from .plan import LANE_KEYS, Program, describe_plan, group_cells, lane_bytes, memory_limit, plan, split_axes
 from .run import run_sweep, sweep_runs, table_columns
-from .spec import SweepSpec, expand, format_value, load_sweep, parse_sweep
+from .spec import EXACT_MAX_LANES, SweepSpec, expand, format_value, load_sweep, parse_sweep
 
 __all__ = [
+    "EXACT_MAX_LANES",
     "EXECUTORS",
     "LANE_KEYS",
     "Program",
     "SweepSpec",
     "cell_dir",
     "cell_status",
+    "describe_plan",
     "expand",
     "format_value",
     "group_cells",
@@ -28,6 +30,7 @@ __all__ = [
     "plan",
     "run_program",
     "run_sweep",
+    "split_axes",
     "sweep_runs",
     "table_columns",
 ]

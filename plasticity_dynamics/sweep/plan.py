@@ -1,11 +1,18 @@
 """Which cells of a sweep share one compiled program, and whether their lanes fit in memory.
 
-Cells whose configs have the same :func:`pdx.training.engine.program_key` (they differ only in
-``optim.lr``, ``optim.momentum``, ``optim.weight_decay``, ``optim.noise_sigma0``,
-``optim.noise_decay``, within one momentum/weight-decay on-off pattern) form one *program*:
+Cells whose configs have the same :func:`pdx.training.engine.program_key` form one *program*:
 their (cell, seed) pairs are vmapped lanes of one compiled chunk
-(:func:`pdx.training.train_lanes`). Any other swept key (widths, family, norm, dropout, metric
-thresholds, intervention options, ...) gives separate programs, which an executor runs.
+(:func:`pdx.training.train_lanes`). They may differ in the lane values
+(:func:`pdx.training.engine.lane_values`): ``optim.lr``, ``optim.momentum``,
+``optim.weight_decay``, ``optim.noise_sigma0``, ``optim.noise_decay`` (within one
+momentum/weight-decay on-off pattern), non-zero dropout rates (``model.dropout``,
+``model.attention_dropout``) and the intervention rates (``intervention.replacement_rate`` and
+``intervention.decay`` of CBP, ``intervention.shrink`` / ``intervention.sigma`` of
+shrink-and-perturb, ``intervention.tau`` of ReDo). Only values that change neither shapes nor
+control flow are lanes; any other swept key (widths, family, norm, a dropout rate of 0 against
+non-zero ones, metric thresholds, other intervention options, ...) gives separate programs,
+which an executor runs. :func:`split_axes` names the axes that split the programs (the sweep
+writes it to ``plan.txt`` and each cell's program to ``cells.csv``).
 
 Memory estimate of a lane (:func:`lane_bytes`), from shapes only (``jax.eval_shape``, nothing
 is computed): 3 x the lane's state (variables, optimiser and intervention state: the state,
@@ -25,10 +32,13 @@ import numpy as np
 
 from ..errors import InputError
 from ..training.engine import build, init_state, program_key
-from .spec import SweepSpec
+from .spec import EXACT_MAX_LANES, SweepSpec
 
-#: The swept keys that keep a program (they are lane values, :func:`pdx.training.engine.lane_values`).
-LANE_KEYS = ("optim.lr", "optim.momentum", "optim.weight_decay", "optim.noise_sigma0", "optim.noise_decay")
+#: The swept keys that can keep a program (lane values, :func:`pdx.training.engine.lane_values`;
+#: a dropout rate only while it stays > 0, CBP's rate only without ``min_one_per_step``).
+LANE_KEYS = ("optim.lr", "optim.momentum", "optim.weight_decay", "optim.noise_sigma0", "optim.noise_decay",
+             "model.dropout", "model.attention_dropout", "intervention.replacement_rate", "intervention.decay",
+             "intervention.shrink", "intervention.sigma", "intervention.tau")
 
 
 @dataclass
@@ -43,12 +53,60 @@ class Program:
 
 
 def group_cells(spec: SweepSpec) -> list[Program]:
-    """Programs of the sweep in the order of their first cell (no build, no memory)."""
+    """Programs of the sweep in the order of their first cell (no build, no memory). With
+    ``spec.exact`` a group of more than :data:`EXACT_MAX_LANES` lanes is cut into programs of at
+    most that many (whole cells: a cell's seeds stay together); they share one compiled program
+    when their lane counts are equal."""
     groups: dict[tuple, list[int]] = {}
     for i, cfg in enumerate(spec.configs):
         key = (program_key(cfg), cfg.record.every, cfg.record.checkpoint_every)
         groups.setdefault(key, []).append(i)
-    return [Program(cells, len(cells) * len(spec.seeds)) for cells in groups.values()]
+    per = max(1, EXACT_MAX_LANES // len(spec.seeds)) if spec.exact else None
+    out = []
+    for cells in groups.values():
+        parts = [cells] if per is None else [cells[j:j + per] for j in range(0, len(cells), per)]
+        out += [Program(part, len(part) * len(spec.seeds)) for part in parts]
+    return out
+
+
+def split_axes(spec: SweepSpec) -> list[str]:
+    """The swept keys that split the sweep into programs: an axis splits when setting one of its
+    values in cell 0's config changes the program (:func:`program_key` or the record schedule).
+    Empty when every cell is a lane of one program. Cost: a program key per axis value."""
+
+    def key(cfg):
+        return program_key(cfg), cfg.record.every, cfg.record.checkpoint_every
+
+    first = spec.configs[0]
+    ref = key(first)
+    out = []
+    for axis, values in spec.axes.items():
+        for v in values:
+            try:
+                other = key(first.with_overrides({axis: v}))
+            except InputError:
+                other = None  # a value that does not combine with cell 0's: another program
+            if other != ref:
+                out.append(axis)
+                break
+    return out
+
+
+def describe_plan(spec: SweepSpec, programs: list[Program]) -> list[str]:
+    """Lines saying how the sweep runs: which axes split it (or that one program holds every
+    cell), then one line per program (its cells and lanes)."""
+    axes = split_axes(spec)
+    lanes = [k for k in spec.keys if k not in axes]
+    if len(programs) == 1 or not axes:
+        head = (f"{'one program' if len(programs) == 1 else 'one program key'}: every cell is a lane (lane axes: "
+                f"{', '.join(lanes) or 'none'}; seeds)")
+    else:
+        head = (f"{len(programs)} programs, split by {', '.join(axes) or 'the record schedule'} (these change shapes "
+                f"or control flow); lane axes: {', '.join(lanes) or 'none'}")
+    if spec.exact:
+        head += f"; exact=true: at most {EXACT_MAX_LANES} lanes per program"
+    body = [f"program {j}: cells {', '.join(map(str, p.cells))} ({p.lanes} lanes)" for j, p in enumerate(programs)]
+    return [head, *body]
 
 
 def plan(spec: SweepSpec) -> list[Program]:
@@ -133,4 +191,4 @@ def _span(cells: list[int]) -> str:
     return f"{cells[0]}-{cells[-1]}" if len(cells) > 1 else str(cells[0])
 
 
-__all__ = ["LANE_KEYS", "Program", "group_cells", "lane_bytes", "memory_limit", "plan"]
+__all__ = ["LANE_KEYS", "Program", "describe_plan", "group_cells", "lane_bytes", "memory_limit", "plan", "split_axes"]

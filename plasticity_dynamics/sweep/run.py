@@ -3,7 +3,8 @@
 Layout::
 
     SWEEP_DIR/sweep.toml            the sweep file as given (resume checks it is unchanged)
-    SWEEP_DIR/cells.csv             cell, one column per swept key, status, error
+    SWEEP_DIR/cells.csv             cell, one column per swept key, program, status, error
+    SWEEP_DIR/plan.txt              which axes split the programs, then each program's cells
     SWEEP_DIR/cells/cell_0000/      a normal run directory per cell (config.toml, metrics.csv,
                                     checkpoints/, summary.json; error.txt when the cell failed)
     SWEEP_DIR/table.csv             cell, the swept keys, then metrics.csv's columns
@@ -26,7 +27,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..fileio import atomic_write_bytes, atomic_write_text
 from .executors import EXECUTORS, cell_dir, cell_status, require_ray, run_local, run_ray
-from .plan import plan
+from .plan import describe_plan, plan
 from .spec import SweepSpec, format_value, load_sweep, parse_sweep
 
 
@@ -65,8 +66,11 @@ def run_sweep(path: str | Path, *, out: str | Path | None = None, executor: str 
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
         atomic_write_text(out / "sweep.toml", text)
+    lines = describe_plan(spec, programs)
+    atomic_write_text(out / "plan.txt", "\n".join(lines) + "\n")
+    program_of = {i: j for j, p in enumerate(programs) for i in p.cells}
     statuses = {i: cell_status(out, i) for i in range(len(spec.cells))}
-    write_cells(out, spec, statuses)
+    write_cells(out, spec, statuses, program_of)
     jobs = []
     for p in programs:
         todo = [i for i in p.cells if statuses[i][0] == "pending"]
@@ -80,7 +84,7 @@ def run_sweep(path: str | Path, *, out: str | Path | None = None, executor: str 
     def on_done(results):
         for r in results:
             statuses[r["cell"]] = (r["status"], r["error"])
-        write_cells(out, spec, statuses)
+        write_cells(out, spec, statuses, program_of)
         bar.update(len(results))
 
     t0 = time.perf_counter()
@@ -94,7 +98,7 @@ def run_sweep(path: str | Path, *, out: str | Path | None = None, executor: str 
     write_table(out, spec, statuses)
     cells = [{"cell": i, **spec.cells[i], "status": statuses[i][0], "error": statuses[i][1]}
              for i in range(len(spec.cells))]
-    return {"out": str(out), "cells": cells, "programs": len(programs), "ran": total,
+    return {"out": str(out), "cells": cells, "programs": len(programs), "plan": lines, "ran": total,
             "wall_time_s": time.perf_counter() - t0}
 
 
@@ -122,13 +126,14 @@ def sweep_runs(spec: SweepSpec, *, progress: bool = True) -> list:
     return [runs[i] for i in range(len(spec.cells))]
 
 
-def write_cells(out: Path, spec: SweepSpec, statuses: dict) -> None:
-    """``cells.csv``: cell, one column per swept key, status, error (atomic rewrite)."""
+def write_cells(out: Path, spec: SweepSpec, statuses: dict, program_of: dict) -> None:
+    """``cells.csv``: cell, one column per swept key, program (index of the compiled program the
+    cell is a lane of, as in ``plan.txt``), status, error (atomic rewrite)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["cell", *spec.keys, "status", "error"])
+    w.writerow(["cell", *spec.keys, "program", "status", "error"])
     for i, values in enumerate(spec.cells):
-        w.writerow([i, *(format_value(values[k]) for k in spec.keys), *statuses[i]])
+        w.writerow([i, *(format_value(values[k]) for k in spec.keys), program_of[i], *statuses[i]])
     atomic_write_text(out / "cells.csv", buf.getvalue())
 
 

@@ -6,6 +6,7 @@
 mode = "grid"            # or "zip"
 seeds = [0, 1]
 max_memory_gb = 8        # optional: memory the lanes of one program may use (default: 80% of free)
+exact = true             # optional: at most 16 lanes per program, so SGD lanes are bit-identical
 [sweep.axes]
 "optim.lr" = [0.01, 0.05]
 "optim.noise_sigma0" = [0.0, 0.01]
@@ -32,7 +33,11 @@ from ..errors import InputError
 from ..training import Config
 
 MODES = ("grid", "zip")
-SWEEP_KEYS = ("mode", "seeds", "axes", "max_memory_gb")
+SWEEP_KEYS = ("mode", "seeds", "axes", "max_memory_gb", "exact")
+#: Lanes per program with ``exact = true``: measured on XLA:CPU with the tiny MLP, SGD lanes are
+#: bit-identical to separate runs up to 16 lanes and differ by float32 rounding at 32 (XLA
+#: picks its batched-matmul strategy by the lane count).
+EXACT_MAX_LANES = 16
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class SweepSpec:
     max_memory_gb: float | None
     cells: tuple[dict, ...]
     configs: tuple[Config, ...]
+    exact: bool = False  # cap programs at EXACT_MAX_LANES lanes (bit-identical SGD lanes)
 
     @property
     def keys(self) -> list[str]:
@@ -97,6 +103,12 @@ def parse_sweep(tree: dict) -> SweepSpec:
     mem = sweep.get("max_memory_gb")
     if mem is not None and (isinstance(mem, bool) or not isinstance(mem, (int, float)) or mem <= 0):
         raise InputError(f"sweep.max_memory_gb={mem!r} must be a positive number of GB")
+    exact = sweep.get("exact", False)
+    if not isinstance(exact, bool):
+        raise InputError(f"sweep.exact={exact!r} must be true or false")
+    if exact and len(base.seeds) > EXACT_MAX_LANES:
+        raise InputError(f"sweep.exact=true caps a program at {EXACT_MAX_LANES} lanes, but every cell runs "
+                         f"{len(base.seeds)} seeds; use at most {EXACT_MAX_LANES} seeds or exact=false")
 
     axes_tree = sweep.get("axes")
     if not isinstance(axes_tree, dict) or not axes_tree:
@@ -116,13 +128,15 @@ def parse_sweep(tree: dict) -> SweepSpec:
     for key in axes:
         if key in base_flat:
             raise InputError(f"{key} is set in [base] and swept in [sweep.axes]; remove it from [base]")
-    return expand(base, axes, mode, None if mem is None else float(mem))
+    return expand(base, axes, mode, None if mem is None else float(mem), exact=exact)
 
 
-def expand(base: Config, axes: dict[str, tuple], mode: str = "grid", max_memory_gb: float | None = None) -> SweepSpec:
+def expand(base: Config, axes: dict[str, tuple], mode: str = "grid", max_memory_gb: float | None = None, *,
+           exact: bool = False) -> SweepSpec:
     """The cells of ``axes`` (dotted key -> values) over ``base`` (whose seeds every cell runs),
     combined by ``mode``; for code that holds a Config already (the experiments). InputError
-    for zip axes of unequal lengths and for a cell whose config does not validate."""
+    for zip axes of unequal lengths and for a cell whose config does not validate.
+    ``exact``: cap programs at :data:`EXACT_MAX_LANES` lanes (see :class:`SweepSpec`)."""
     if mode not in MODES:
         raise InputError(f"sweep.mode={mode!r} is not one of: {', '.join(MODES)}")
     axes = {k: tuple(v) for k, v in axes.items()}
@@ -144,7 +158,7 @@ def expand(base: Config, axes: dict[str, tuple], mode: str = "grid", max_memory_
             raise InputError(f"cell {i} ({desc}): {exc}") from None
         cells.append(values)
         configs.append(cfg)
-    return SweepSpec(mode, tuple(base.seeds), axes, base, max_memory_gb, tuple(cells), tuple(configs))
+    return SweepSpec(mode, tuple(base.seeds), axes, base, max_memory_gb, tuple(cells), tuple(configs), exact)
 
 
 def _flatten_axes(tree: dict, prefix: str = ""):
@@ -176,4 +190,4 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["MODES", "SweepSpec", "expand", "format_value", "load_sweep", "parse_sweep"]
+__all__ = ["EXACT_MAX_LANES", "MODES", "SweepSpec", "expand", "format_value", "load_sweep", "parse_sweep"]

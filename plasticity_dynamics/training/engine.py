@@ -183,13 +183,79 @@ def init_state(c: Components, seed):
 
 
 def lane_values(config: Config) -> dict[str, float]:
-    """The optimiser values a lane carries as traced scalars (:func:`pdx.optim.lane_hypers`):
-    lr and weight decay, momentum unless Adam, noise sigma0 and decay for noisy SGD."""
+    """The values a lane carries as traced scalars, keyed by dotted config key, defaults resolved:
+
+    - ``optim.*`` (:func:`pdx.optim.lane_hypers`): lr and weight decay, momentum unless Adam,
+      noise sigma0 and decay for noisy SGD;
+    - ``model.dropout`` / ``model.attention_dropout`` when that rate is > 0 (a rate of 0 skips
+      the dropout draw, a different program);
+    - ``intervention.<option>`` for the intervention's :func:`pdx.optim.lane_options` (CBP
+      replacement rate and decay, shrink-and-perturb shrink and sigma, ReDo tau).
+
+    Every other key changes shapes or control flow and stays in :func:`program_key`.
+    Cost: resolving the model's and the intervention's options (no arrays)."""
+    from ..models.contract import RATE_OPTIONS
     from ..optim import lane_hypers
 
     o = config.optim
-    return lane_hypers(o.name, o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                       noise_sigma0=o.noise_sigma0, noise_decay=o.noise_decay)
+    out = {f"optim.{k}": v for k, v in lane_hypers(o.name, o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                                                   noise_sigma0=o.noise_sigma0, noise_decay=o.noise_decay).items()}
+    model_opts = _model_options(config)
+    out.update({f"model.{k}": float(model_opts[k]) for k in RATE_OPTIONS if model_opts.get(k, 0.0) > 0})
+    out.update({f"intervention.{k}": v for k, v in _intervention_lanes(config).items()})
+    return out
+
+
+def _model_options(config: Config) -> dict:
+    """The model's resolved options (family defaults <- preset <- config), or the config's own
+    when the family is not in the registry (then none of them is a lane)."""
+    from ..models import FAMILIES
+    from ..models.registry import resolve_options
+
+    if config.model.name not in FAMILIES:
+        return {}
+    try:
+        return resolve_options(config.model.name, config.model.preset, **dict(config.model.options))
+    except InputError:
+        return {}  # build() reports it
+
+
+def _intervention_lanes(config: Config) -> dict[str, float]:
+    from ..optim import lane_options, make_intervention
+
+    try:
+        return lane_options(make_intervention(config.intervention.name, **dict(config.intervention.options)))
+    except InputError:
+        return {}  # build() reports it
+
+
+def _lane_parts(hypers: dict) -> tuple[dict, dict, dict]:
+    """Split lane values keyed as :func:`lane_values` into (optimiser, model rates, intervention)."""
+    parts: tuple[dict, dict, dict] = ({}, {}, {})
+    for key, value in hypers.items():
+        section, name = key.split(".", 1)
+        parts[("optim", "model", "intervention").index(section)][name] = value
+    return parts
+
+
+def _iv_context(c: Components) -> dict:
+    x0 = jnp.zeros((2,) + tuple(c.stream.input_shape), jnp.float32)
+    return {"init_fn": lambda key: c.model.init(key, x0), "optimizer": c.optimizer}
+
+
+def lane_components(c: Components, hypers: dict | None):
+    """(optimiser, model rates or None, intervention) of a lane whose values (keyed as
+    :func:`lane_values`, possibly traced) are ``hypers``; None: the run's own components. The one
+    place lane values become training components (chunk program and replay)."""
+    from ..optim import lane_intervention, lane_optimizer
+
+    if hypers is None:
+        return c.optimizer, None, c.intervention
+    o = c.config.optim
+    use_momentum, use_weight_decay = o.name != "adam" and o.momentum > 0, o.weight_decay > 0
+    o_vals, rates, iv_vals = _lane_parts(hypers)
+    opt = lane_optimizer(o.name, o_vals, use_momentum=use_momentum, use_weight_decay=use_weight_decay)
+    return opt, (rates or None), lane_intervention(c.intervention, iv_vals, _iv_context(c))
 
 
 def make_engine_step(c: Components):
@@ -199,21 +265,23 @@ def make_engine_step(c: Components):
 
     ``state``: ``{"variables", "opt_state", "iv_state"}``; ``t``: global step index (keys
     dropout and the intervention); ``data``: ``stream.task_data(task)``; ``task_first``: the
-    task's first global step (the stream sees task-local steps); ``opt``: the optax
-    transformation (the lane's). Samples the batch, takes one :func:`train_step`, then the
-    intervention (from ``intervention.start_step`` on). Task-start actions are not part of it
-    (:func:`make_task_start_fn`). Cost: one forward and backward pass plus the intervention.
+    task's first global step (the stream sees task-local steps); ``opt``, ``rates``, ``iv``: the
+    lane's optimiser, model rates (None: the model's own) and intervention (None: the run's), as
+    :func:`lane_components` gives them. Samples the batch, takes one :func:`train_step`, then
+    the intervention (from ``intervention.start_step`` on). Task-start actions are not part of
+    it (:func:`make_task_start_fn`). Cost: one forward and backward pass plus the intervention.
     """
-    model, stream, iv = c.model, c.stream, c.intervention
+    model, stream = c.model, c.stream
     iv_start = int(c.config.intervention.start_step)
 
-    def step(state, step_idx, seed, data, task_first, task, opt):
+    def step(state, step_idx, seed, data, task_first, task, opt, rates=None, iv=None):
+        iv = c.intervention if iv is None else iv
         _, k_drop, k_iv = _keys(seed, step_idx)
         # stream contract: one key for the whole task, steps counted from the task's start
         k_data = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 3), task)
         x, y, mask = stream.sample(data, k_data, step_idx - task_first)
         variables, opt_state, loss, acc, out = train_step(model, opt, stream.loss, state["variables"],
-                                                          state["opt_state"], x, y, mask, k_drop)
+                                                          state["opt_state"], x, y, mask, k_drop, rates=rates)
         before = (variables, opt_state, state["iv_state"])
         # interventions act on all variables: re-drawn units also get fresh norm statistics
         after = iv.apply(variables, opt_state, state["iv_state"], out.activations, step_idx, k_iv)
@@ -231,9 +299,10 @@ def make_chunk_fn(c: Components, length: int):
     """One lane, a scan of ``length`` steps of which the first ``valid`` run:
     (state, seed, data, start, task_first, task, valid[, hypers]) -> (state, losses (length,), accs (length,)).
 
-    ``hypers``: the lane's optimiser values (dict of scalars keyed as :func:`lane_values`,
-    traced under ``vmap``), so lanes of one program may differ in learning rate, momentum,
-    weight decay and noise; None uses ``c.optimizer`` (the config's values as constants).
+    ``hypers``: the lane's values (dict of scalars keyed as :func:`lane_values`, traced under
+    ``vmap``), so lanes of one program may differ in learning rate, momentum, weight decay,
+    noise, dropout rates and intervention rates; None uses ``c.optimizer``, ``c.model`` and
+    ``c.intervention`` (the config's values as constants).
     :func:`train` always passes them, so a run of one config and a lane of a sweep run the
     same program.
 
@@ -244,33 +313,32 @@ def make_chunk_fn(c: Components, length: int):
     and their losses are 0. One compiled program thus serves every chunk of a run, whatever
     the task lengths and record boundaries.
     """
-    from ..optim import lane_optimizer
-
-    o = c.config.optim
-    use_momentum, use_weight_decay = o.name != "adam" and o.momentum > 0, o.weight_decay > 0
     step = make_engine_step(c)
 
     def chunk(state, seed, data, start, task_first, task, valid, hypers=None):
         TRACE_COUNTS["chunk"] = TRACE_COUNTS.get("chunk", 0) + 1  # runs at trace time only
-        opt = c.optimizer if hypers is None else lane_optimizer(
-            o.name, hypers, use_momentum=use_momentum, use_weight_decay=use_weight_decay)
-        state, (losses, accs) = run_steps(lambda s, t: step(s, t, seed, data, task_first, task, opt), state,
-                                          length, start=start, valid=valid)
+        opt, rates, lane_iv = lane_components(c, hypers)
+        state, (losses, accs) = run_steps(lambda s, t: step(s, t, seed, data, task_first, task, opt, rates, lane_iv),
+                                          state, length, start=start, valid=valid)
         return state, losses, accs
 
     return chunk
 
 
 def make_task_start_fn(c: Components):
-    """(state, seed, task) -> state: head zeroing (output weights and biases, PAPER.md 5.3) when
-    the stream says so (``stream.head_zeroing``, the one source of that setting), optional
-    optimiser reset, then the intervention's own task-start action (head/full reset)."""
-    from ..optim import reset_state
+    """(state, seed, task[, hypers]) -> state: head zeroing (output weights and biases, PAPER.md
+    5.3) when the stream says so (``stream.head_zeroing``, the one source of that setting),
+    optional optimiser reset, then the intervention's own task-start action (head/full reset,
+    shrink-and-perturb at task starts). ``hypers``: the lane's values as for :func:`make_chunk_fn`
+    (the intervention's rates are read from it)."""
+    from ..optim import lane_intervention, reset_state
 
     zero_head = bool(getattr(c.stream, "head_zeroing", False))
     reset = bool(c.config.train.reset_optimizer_each_task)
 
-    def task_start(state, seed, task):
+    def task_start(state, seed, task, hypers=None):
+        iv = c.intervention if hypers is None else lane_intervention(c.intervention, _lane_parts(hypers)[2],
+                                                                     _iv_context(c))
         variables = state["variables"]
         params = variables["params"]
         if zero_head:
@@ -279,8 +347,8 @@ def make_task_start_fn(c: Components):
             params = {**params, "out": jax.tree_util.tree_map(jnp.zeros_like, params["out"])}
         opt_state = reset_state(c.optimizer, params, state["opt_state"]) if reset else state["opt_state"]
         key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 2), task)
-        variables, opt_state, iv_state = c.intervention.on_task_start({**variables, "params": params}, opt_state,
-                                                                       state["iv_state"], key)
+        variables, opt_state, iv_state = iv.on_task_start({**variables, "params": params}, opt_state,
+                                                          state["iv_state"], key)
         return {**state, "variables": variables, "opt_state": opt_state, "iv_state": iv_state}
 
     return task_start
@@ -342,7 +410,16 @@ def program_key(config: Config) -> str:
     o = config.optim
     optim = dataclasses.replace(o, lr=1.0, momentum=0.5 if o.momentum > 0 else 0.0,
                                 weight_decay=1.0 if o.weight_decay > 0 else 0.0, noise_sigma0=None, noise_decay=None)
-    return dataclasses.replace(config, seeds=(0,), record=rec, optim=optim).to_toml()
+    lanes = lane_values(config)
+    # a lane rate stands in as "lane"; a dropout rate of 0 (no draw, another program) stays 0
+    model_opts = {**config.model.options, **{k: ("lane" if f"model.{k}" in lanes else 0.0)
+                                             for k, v in _model_options(config).items()
+                                             if k in ("dropout", "attention_dropout")}}
+    iv_opts = {**config.intervention.options,
+               **{k.split(".", 1)[1]: "lane" for k in lanes if k.startswith("intervention.")}}
+    model = dataclasses.replace(config.model, options=model_opts)
+    iv = dataclasses.replace(config.intervention, options=iv_opts)
+    return dataclasses.replace(config, seeds=(0,), record=rec, optim=optim, model=model, intervention=iv).to_toml()
 
 
 def cached_program(key: tuple, make: Callable) -> Callable:
@@ -438,7 +515,8 @@ def train_lanes(configs: list[Config], *, outs: list | None = None, resume: bool
     if len(keys) > 1:
         key, a, b = configs[0].differences(next(cfg for cfg in configs if program_key(cfg) != program_key(configs[0])))[0]
         raise InputError(f"train_lanes: configs differ in {key} ({a!r} vs {b!r}), which changes the program; "
-                         "lanes may differ only in seeds and optim.lr/momentum/weight_decay/noise_sigma0/noise_decay")
+                         "lanes may differ only in seeds and the lane values (optim.lr/momentum/weight_decay/"
+                         "noise_sigma0/noise_decay, non-zero dropout rates, intervention rates: see lane_values)")
     if len({(cfg.record.every, cfg.record.checkpoint_every) for cfg in configs}) > 1:
         raise InputError("train_lanes: configs differ in record.every/record.checkpoint_every; lanes share one "
                          "record schedule")
@@ -503,7 +581,7 @@ def train_lanes(configs: list[Config], *, outs: list | None = None, resume: bool
         jax.vmap(make_chunk_fn(c, length), in_axes=(0, 0, None, None, None, None, None, 0)), donate_argnums=(0,),
         out_shardings=sharding))
     task_start = cached_program(key + ("task_start",), lambda: jax.jit(
-        jax.vmap(make_task_start_fn(c), in_axes=(0, 0, None)), out_shardings=sharding))
+        jax.vmap(make_task_start_fn(c), in_axes=(0, 0, None, 0)), out_shardings=sharding))
     metrics_fn = None
     if c.metrics_fn is not None:
         def counted_metrics(variables, x, y, mask):
@@ -537,7 +615,7 @@ def train_lanes(configs: list[Config], *, outs: list | None = None, resume: bool
                 if all(e is not None for e in errors):
                     break
                 if pos == first:
-                    state = task_start(state, seeds, jnp.int32(task))
+                    state = task_start(state, seeds, jnp.int32(task), hypers)
                 state, losses, accs = chunk(state, seeds, data, jnp.int32(pos), jnp.int32(first), jnp.int32(task),
                                             jnp.int32(end - pos), hypers)
                 losses = np.asarray(losses)[:, : end - pos]
@@ -603,17 +681,24 @@ def train_lanes(configs: list[Config], *, outs: list | None = None, resume: bool
 
 
 def _components_for(c: Components, config: Config) -> Components:
-    """``c`` for another config of the same program: its own config and optimiser (the values
-    differ, the structure is the same); stream, model and intervention are shared."""
+    """``c`` for another config of the same program: its own config, optimiser, model and
+    intervention objects (their values differ, their structure is the same: they describe the
+    run); dataset, stream, metrics and schedule are shared."""
     import dataclasses
 
-    from ..optim import make_optimizer
+    from .. import models as pmodels
+    from ..optim import make_intervention, make_optimizer
 
     config.validate()
     o = config.optim
     opt = make_optimizer(o.name, o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                          noise_sigma0=o.noise_sigma0, noise_decay=o.noise_decay)
-    return dataclasses.replace(c, config=config, optimizer=opt)
+    model = pmodels.create(config.model.name, preset=config.model.preset,
+                           **{**config.model.options, "num_outputs": c.stream.num_outputs})
+    x0 = jnp.zeros((2,) + tuple(c.stream.input_shape), jnp.float32)
+    iv = make_intervention(config.intervention.name, context={"init_fn": lambda key: model.init(key, x0),
+                                                              "optimizer": opt}, **dict(config.intervention.options))
+    return dataclasses.replace(c, config=config, optimizer=opt, model=model, intervention=iv)
 
 
 def _resume(run_dir: Path, template):

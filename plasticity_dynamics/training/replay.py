@@ -101,7 +101,7 @@ def engine_state(state: dict) -> dict:
 def replay_context(c, seed: int, task: int, *, hypers: dict | None = None) -> dict:
     """What step t of seed ``seed`` in task ``task`` reads besides the state, as arrays (traced
     arguments, so one compiled step serves every seed and task of equal data shapes):
-    ``{"seed", "task", "task_first", "data", "hypers"}``. ``hypers``: the lane's optimiser
+    ``{"seed", "task", "task_first", "data", "hypers"}``. ``hypers``: the lane's values
     values (default :func:`~plasticity_dynamics.training.engine.lane_values` of the config, the
     values ``train`` passes)."""
     from .engine import lane_values
@@ -122,20 +122,17 @@ def replay_step(c) -> Callable[[dict, Any, dict], dict]:
     window or intervention checks (:func:`run_step_fn` does them).
     Cost: one training step (plus the task start, under a ``lax.cond``).
     """
-    from ..optim import lane_optimizer
-    from .engine import make_engine_step, make_task_start_fn
+    from .engine import lane_components, make_engine_step, make_task_start_fn
 
-    o = c.config.optim
-    use_momentum, use_weight_decay = o.name != "adam" and o.momentum > 0, o.weight_decay > 0
     engine_step = make_engine_step(c)
     task_start = make_task_start_fn(c)
 
     def step(state, t, ctx):
         eng = engine_state(state)
         eng = jax.lax.cond(jnp.asarray(t, jnp.int32) == ctx["task_first"],
-                           lambda s: task_start(s, ctx["seed"], ctx["task"]), lambda s: s, eng)
-        opt = lane_optimizer(o.name, ctx["hypers"], use_momentum=use_momentum, use_weight_decay=use_weight_decay)
-        eng, _ = engine_step(eng, t, ctx["seed"], ctx["data"], ctx["task_first"], ctx["task"], opt)
+                           lambda s: task_start(s, ctx["seed"], ctx["task"], ctx["hypers"]), lambda s: s, eng)
+        opt, rates, iv = lane_components(c, ctx["hypers"])
+        eng, _ = engine_step(eng, t, ctx["seed"], ctx["data"], ctx["task_first"], ctx["task"], opt, rates, iv)
         return step_state(eng)
 
     return step

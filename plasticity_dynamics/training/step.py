@@ -16,8 +16,11 @@ from ..losses import masked_loss  # noqa: F401  (the one loss; re-exported here 
 
 
 def train_step(model, optimizer: optax.GradientTransformation, loss_kind: str, variables, opt_state,
-               x, y, class_mask, rng):
+               x, y, class_mask, rng, rates=None):
     """Forward in train mode (dropout with ``rng``, batch statistics), loss, gradient, update.
+
+    ``rates``: optional dropout rates overriding the model's (``Model.apply(rates=...)``; traced
+    scalars of a sweep's lanes).
 
     Returns (variables, opt_state, loss, accuracy, output). ``output.activations`` are the
     monitored activations of this batch (interventions such as CBP read them).
@@ -25,7 +28,8 @@ def train_step(model, optimizer: optax.GradientTransformation, loss_kind: str, v
     """
 
     def loss_fn(params):
-        out = model.apply({**variables, "params": params}, x, train=True, rng=rng)
+        extra = {} if rates is None else {"rates": rates}  # wrapped models (models.wrap) take no rates
+        out = model.apply({**variables, "params": params}, x, train=True, rng=rng, **extra)
         loss, acc = masked_loss(out.logits, y, class_mask, loss_kind)
         return loss, (out, acc)
 

@@ -53,7 +53,7 @@ TRENDS = {
                          ("mlp SGD + dropout: the clone's loss ends below", False)],
     # Fig B.8 (smoke, MLP, σ₀ ∈ {0.01, 0.05} × λ ∈ {0, 0.999}): neither claim holds at smoke scale.
     # A single noisy step (σ₀ = 0.01, λ = 0) leaves end R² 0.997 (above 0.99) and the worst decaying
-    # noise ends at loss 1.180 against the SGD clone's 1.123 (300 clone steps; the paper's are 195k).
+    # noise ends at loss 1.181 against the SGD clone's 1.123 (300 clone steps; the paper's are 195k).
     "cloning-noise": [("a single noisy step (λ = 0) breaks the clones", False),
                       ("every decaying noise (λ < 1) ends below the SGD clone's loss", False)],
     # Fig B.12 (smoke, MLP): dropout p = 0.1 breaks the clones (end R² 0.987).

@@ -26,7 +26,7 @@ def test_failing_cells_are_recorded_and_do_not_stop_the_others(tmp_path):
     assert status[1][0] == "failed" and "training diverged" in status[1][1]
     assert status[2][0] == "failed" and "nosuch" in status[2][1]
     rows = (tmp_path / "out" / "cells.csv").read_text().splitlines()
-    assert rows[2].startswith("1,1e+30,mlp,failed,training diverged")
+    assert rows[2].startswith("1,1e+30,mlp,0,failed,training diverged")
     assert (tmp_path / "out" / "cells" / "cell_0002" / "error.txt").is_file()
     cells_in_table = {line.split(",")[0] for line in (tmp_path / "out" / "table.csv").read_text().splitlines()[1:]}
     assert "0" in cells_in_table and "2" not in cells_in_table

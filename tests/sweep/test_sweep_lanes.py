@@ -74,7 +74,8 @@ seeds = [3]
     out = tmp_path / "out"
     assert res["programs"] == 1 and [c["status"] for c in res["cells"]] == ["done", "done"]
     assert (out / "cells.csv").read_text().splitlines() == [
-        "cell,optim.lr,optim.momentum,status,error", "0,0.05,0.5,done,", "1,0.1,0.9,done,"]
+        "cell,optim.lr,optim.momentum,program,status,error", "0,0.05,0.5,0,done,", "1,0.1,0.9,0,done,"]
+    assert (out / "plan.txt").read_text().splitlines()[0].startswith("one program: every cell is a lane")
     header, *rows = (out / "table.csv").read_text().splitlines()
     assert header == "cell,optim.lr,optim.momentum,step,seed,task,layer,metric,value"
     assert len(rows) == 2 * 2 * 2  # cells x records x (loss, accuracy)
@@ -83,3 +84,43 @@ seeds = [3]
 
     for i, cfg in enumerate(parse_sweep(__import__("tomllib").loads(f.read_text())).configs):
         assert Config.from_toml(out / "cells" / f"cell_{i:04d}" / "config.toml") == cfg
+
+
+def _exact_spec(exact=True, seeds=(0, 1)):
+    lrs = [0.01 * (i + 1) for i in range(16)]
+    return parse_sweep({"sweep": {"seeds": list(seeds), "exact": exact, "axes": {"optim.lr": lrs}},
+                        "base": {**BASE, "optim": {"name": "sgd"}, "tasks": {**BASE["tasks"], "num_tasks": 1}}})
+
+
+def test_exact_caps_programs_at_16_lanes():
+    from plasticity_dynamics.errors import InputError
+    from plasticity_dynamics.sweep import EXACT_MAX_LANES, describe_plan
+
+    assert [(p.cells, p.lanes) for p in group_cells(_exact_spec(False))] == [(list(range(16)), 32)]
+    spec = _exact_spec()
+    programs = group_cells(spec)
+    assert [(p.cells, p.lanes) for p in programs] == [(list(range(8)), 16), (list(range(8, 16)), 16)]
+    assert EXACT_MAX_LANES == 16 and "at most 16 lanes" in describe_plan(spec, programs)[0]
+    assert [p.lanes for p in group_cells(_exact_spec(seeds=range(3)))] == [15, 15, 15, 3]  # whole cells
+    with pytest.raises(InputError, match="caps a program at 16 lanes"):
+        _exact_spec(seeds=range(17))
+    with pytest.raises(InputError, match="sweep.exact"):
+        _exact_spec(exact="yes")
+
+
+@pytest.mark.slow  # two 16-lane programs (one compile) against 16 separate runs
+def test_exact_sweep_of_32_sgd_lanes_is_bit_identical_to_separate_runs():
+    from plasticity_dynamics.sweep import sweep_runs
+
+    spec = _exact_spec()
+    engine._PROGRAMS.clear()
+    with CompileLog() as names:
+        runs = sweep_runs(spec, progress=False)
+    assert names.count("jit(chunk)") == 1, names.names  # two programs of 16 lanes: one compiled program
+    for cfg, lane in zip(spec.configs, runs):
+        alone = train(cfg, progress=False, devices=1)
+        for x, y in zip(jax.tree_util.tree_leaves(alone.final_state), jax.tree_util.tree_leaves(lane.final_state)):
+            np.testing.assert_array_equal(x, y, err_msg=f"lr={cfg.optim.lr}")
+        # the recorded loss is a batch mean, a reduction whose order XLA picks by shape: one ulp
+        np.testing.assert_array_max_ulp(alone.table.columns["value"].astype(np.float32),
+                                        lane.table.columns["value"].astype(np.float32), maxulp=2)
