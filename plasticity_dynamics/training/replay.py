@@ -102,7 +102,7 @@ def replay_context(c, seed: int, task: int, *, hypers: dict | None = None) -> di
     """What step t of seed ``seed`` in task ``task`` reads besides the state, as arrays (traced
     arguments, so one compiled step serves every seed and task of equal data shapes):
     ``{"seed", "task", "task_first", "data", "hypers"}``. ``hypers``: the lane's values
-    values (default :func:`~plasticity_dynamics.training.engine.lane_values` of the config, the
+    (default :func:`~plasticity_dynamics.training.engine.lane_values` of the config, the
     values ``train`` passes)."""
     from .engine import lane_values
 
