@@ -12,7 +12,8 @@ all-positions low activity), median of repeats; NumPy has no autodiff, so it sta
 arrays JAX produced. ``numpy_over_jax`` is the speed ratio (target >= 3 at every size);
 ``max_rel_diff`` the largest disagreement of the values (a sanity check). JAX runs with
 ``pdx.configure_jax()``, as the command line does: its XLA CPU flag (the concurrency-optimised
-scheduler off) also makes the fused per-unit counts 2-3x faster on 2 cores.
+scheduler off) also makes the fused per-unit counts 2-3x faster on 2 cores. The metrics use the
+default ("gram") singular-value route.
 
     python -m benchmarks.metrics [--quick] [--layers-only] [--repeats N] [--out PATH]
 

@@ -11,10 +11,9 @@ retracing. :func:`unit_metrics` is the convenience form (cached per model and op
 Python floats). :func:`metrics_from_arrays` computes the layer metrics from given arrays.
 
 Cost: one forward + one backward pass; per layer O(S x D) elementwise work (S = samples after
-flattening), one QR of the centred (S, D) matrix + one values-only SVD of size D + 1 + one D^3
-product for every rank and both similarity matrices on CPU (:func:`~.ranks.layer_factors`;
-Gram matrices + eigendecompositions elsewhere), and O(D^2) per cluster label-propagation
-round. Layers are taken through the model contract only (``model.apply``,
+flattening), two O(S x D^2) Gram matrices + two eigendecompositions of size min(S, D) for every
+rank and both similarity matrices (:func:`~.ranks.layer_factors`), and O(D^2) per cluster
+label-propagation round. Layers are taken through the model contract only (``model.apply``,
 ``model.layer_kinds``, ``model.activation``).
 
 Failure modes: InputError for unknown options, bad loss names, mismatched shapes, partitions for

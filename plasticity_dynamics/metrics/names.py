@@ -110,8 +110,8 @@ def _rank_rows(o: MetricOptions, layers: str) -> list:
         used = (f"rows: every row when the layer has <= {o.max_rows}, else {o.max_rows} sampled "
                 f"(seed {o.rank_seed}; the name then carries rows={o.max_rows})")
         sample = [None, o.max_rows]
-    res = ("cutoff: sigma below the float32 resolution count as 0: 4 sqrt(max(N, D)) eps sigma_max on CPU "
-           "(QR + SVD route), sqrt(min(N, D) eps 1e-5) sigma_max elsewhere (Gram route)")
+    res = ("cutoff: sigma below sqrt(k eps 1e-5) sigma_max (the float32 resolution of the default Gram route, "
+           "k = min(N, D); 4 sqrt(max(N, D)) eps sigma_max with route='qr') count as 0")
     mr = "cutoff: sigma > sigma_max * max(N, D) * eps(float32) (numpy/torch matrix_rank tolerance)"
     out = []
     for rows in sample:

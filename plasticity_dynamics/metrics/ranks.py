@@ -5,9 +5,10 @@ All come from the singular values sigma of ``h``: by default of every row (as Do
 when the matrix has more (the metric names then carry ``rows=K``, see :mod:`.names`).
 :func:`layer_factors` is the one place they are computed, together with the two Gram matrices
 the layer's similarities need, in float32 with ``h`` scaled by max|h| first (no overflow). Two
-routes, chosen by the backend (both checked against float64 NumPy in the tests):
+routes (both checked against float64 NumPy in the tests; :func:`default_route` says why "gram"
+is the default everywhere):
 
-- ``"qr"`` (CPU, the default there). One Householder QR of the column-centred matrix
+- ``"qr"`` (opt-in; not inside vmapped programs on XLA:CPU). One Householder QR of the column-centred matrix
   ``hc = R_c`` (k = units, rows >= units) serves everything: ``h = hc + 1 mu^T`` and ``1`` is
   orthogonal to the columns of ``hc``, so ``h`` has the singular values of the (k + 1, k) matrix
   ``B = [R_c; sqrt(n) mu^T]`` (one values-only SVD of size k + 1, padded square), the centred
@@ -15,7 +16,7 @@ routes, chosen by the backend (both checked against float64 NumPy in the tests):
   product instead of two n k^2 ones; a sum, so no cancellation). Backward stable: sigma to about eps * sigma_max (measured <= 6e-7 sigma_max at
   4096 x 1024); the resolution floor is 4 sqrt(max(N, D)) eps sigma_max. A wide matrix
   (rows < units) takes the QR of h^T and forms its Gram matrices directly.
-- ``"gram"`` (GPU/TPU, where a values-only SVD can fail to converge): the Gram matrix of the
+- ``"gram"`` (the default): the Gram matrix of the
   smaller side, ``eigh`` of it gives right singular vectors V; sigma_i = ||h v_i|| is read off
   the data for every direction with eigenvalue above ``1e-5 * lambda_max``; the directions
   below that split are resolved from the Schur complement of the projections' Gram matrix
@@ -30,9 +31,9 @@ Two cutoffs, both of the computing dtype (float32):
   small singular values still count (effective rank within ~1e-5 relative of float64 on
   trained-like ReLU layers).
 
-Cost ("qr" route, N >= D): the centring (N D), one QR (2 N D^2 flops), one SVD of size D + 1,
-one D^3 product. At 4096 x 1024 on 2 CPU cores this is about 2x faster than the "gram" route's
-two N D^2 products and two eigendecompositions (``benchmarks/metrics.py``).
+Cost ("gram" route): two N D^2 Gram products, two eigendecompositions of size min(N, D) and two
+more products of that size; ("qr" route, N >= D): the centring (N D), one QR (2 N D^2 flops), one
+SVD of size D + 1, one D^3 product, about 2x faster at 4096 x 1024 on 2 CPU cores.
 
 | function | definition | centred | source |
 |---|---|---|---|
@@ -174,9 +175,12 @@ _QR_FLOOR = 4.0  # resolution floor of the "qr" route, in units of sqrt(max(N, D
 
 
 def default_route() -> str:
-    """The singular-value route for the default backend: "qr" on CPU, "gram" elsewhere (a
-    values-only SVD can fail to converge on GPUs)."""
-    return "qr" if jax.default_backend() == "cpu" else "gram"
+    """The default singular-value route: "gram" on every backend. The "qr" route is faster on
+    CPU (about 2x at 4096 x 1024) but is opt-in: in jaxlib 0.10.2, a vmapped program that holds
+    its batched QR and SVD next to conv layers (the unit metrics of a small CNN over 2 seeds)
+    deadlocks XLA:CPU for good (every thread waiting; 7 of 7 attempts; tests/reliability/test_xla_hang.py), and on GPUs a
+    values-only SVD can fail to converge."""
+    return "gram"
 
 
 class LayerFactors(NamedTuple):

@@ -26,3 +26,36 @@ def test_vmapped_cnn_metrics_finish():
     f = jax.jit(jax.vmap(pdx.metrics.make_unit_metrics_fn(model, loss="xent"), in_axes=(0, None, None, None)))
     out = jax.device_get(f(variables, x, y, jnp.ones(10, bool)))
     assert out["effective_rank"]["conv_0"].shape == (2,)
+
+
+_CLONING_CNN = """
+import jax, jax.numpy as jnp
+import plasticity_dynamics as pdx
+pdx.configure_jax()
+from plasticity_dynamics.experiments import cloning as C
+ds, model = C._family_setup("cnn", "medium", None, 0.0)
+mx, my = (jnp.asarray(a) for a in C._metric_batch(ds, 300))
+vs = jax.vmap(lambda s: model.init(jax.random.PRNGKey(s), mx[:2]))(jnp.arange(2))
+m = pdx.metrics.make_unit_metrics_fn(model, loss="xent", jit=False)
+f = jax.jit(jax.vmap(lambda v: m(v, mx, my, jnp.ones((10,), bool))))
+for _ in range(3):
+    jax.block_until_ready(f(vs))
+print("done")
+"""
+
+
+@pytest.mark.slow
+def test_vmapped_cloning_cnn_metrics_finish_in_a_subprocess():
+    """The unit metrics of cloning-families' medium CNN (batch norm, digits, 300 examples) over
+    2 seeds, three calls: with batched QR + SVD custom calls in this program (the metrics' "qr"
+    route) XLA:CPU deadlocked on the second call; the default route must finish. A subprocess,
+    so a deadlock fails the test instead of hanging the runner."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    try:
+        r = subprocess.run([sys.executable, "-c", _CLONING_CNN], capture_output=True, text=True, timeout=240, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the vmapped CNN unit metrics did not finish in 240 s (XLA:CPU deadlock)")
+    assert r.returncode == 0 and "done" in r.stdout, r.stderr[-2000:]
