@@ -23,7 +23,7 @@ from ..errors import check_positive
 from ._hvp import hvp
 from ._cache import cached
 from ._krylov import lanczos
-from ._protocol import ManifoldLike, PyTree, default_key, manifold_args, resolve_manifold
+from ._protocol import ManifoldLike, PyTree, keyed_kernel_fn, resolve_manifold
 from ._spectrum import _masked_eigh
 
 
@@ -89,13 +89,7 @@ def hutchinson_trace_fn(loss_fn: Callable[..., jax.Array], *, num_samples: int =
         err = jnp.std(s, ddof=1) / jnp.sqrt(num_samples) if num_samples > 1 else jnp.nan
         return TraceEstimate(jnp.mean(s), err, s)
 
-    kernel = jax.jit(hutchinson_kernel, static_argnames=("man_static",))
-
-    def f(params, manifold=None, *args, key=None):
-        man_static, man_dyn = manifold_args(manifold)
-        return kernel(params, man_dyn, tuple(args), default_key(key), man_static)
-
-    return f
+    return keyed_kernel_fn(hutchinson_kernel)
 
 
 def hutchinson_trace(loss_fn: Callable[..., jax.Array], params: PyTree,
@@ -161,13 +155,7 @@ def slq_density_fn(loss_fn: Callable[..., jax.Array], *, num_iters: int = 30,
         nodes, weights = jax.lax.map(one, (z, z2))
         return Quadrature(nodes, weights, dim, dim * jnp.sum(weights * nodes) / num_probes)
 
-    kernel = jax.jit(slq_kernel, static_argnames=("man_static",))
-
-    def f(params, manifold=None, *args, key=None):
-        man_static, man_dyn = manifold_args(manifold)
-        return kernel(params, man_dyn, tuple(args), default_key(key), man_static)
-
-    return f
+    return keyed_kernel_fn(slq_kernel)
 
 
 def slq_density(loss_fn: Callable[..., jax.Array], params: PyTree,

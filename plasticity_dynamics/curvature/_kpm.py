@@ -32,7 +32,7 @@ from ..errors import ConvergenceWarning, InputError, check_positive
 from ._cache import cached
 from ._density import TraceEstimate, _ops, _rademacher
 from ._krylov import lanczos
-from ._protocol import ManifoldLike, PyTree, default_key, manifold_args, resolve_manifold
+from ._protocol import ManifoldLike, PyTree, keyed_kernel_fn, resolve_manifold
 from ._spectrum import _masked_eigh
 
 
@@ -120,13 +120,7 @@ def kpm_density_fn(loss_fn: Callable[..., jax.Array], *, num_iters: int = 30,
         mean1 = jnp.mean(mom[:, 1])
         return ChebyshevMoments(mom, c, h, dim, dim * (c * jnp.mean(mom[:, 0]) + h * mean1))
 
-    kernel = jax.jit(kpm_kernel, static_argnames=("man_static",))
-
-    def f(params, manifold=None, *args, key=None):
-        man_static, man_dyn = manifold_args(manifold)
-        return kernel(params, man_dyn, tuple(args), default_key(key), man_static)
-
-    return f
+    return keyed_kernel_fn(kpm_kernel)
 
 
 def kpm_density(loss_fn: Callable[..., jax.Array], params: PyTree,
@@ -207,13 +201,7 @@ def hutchpp_trace_fn(loss_fn: Callable[..., jax.Array], *, num_samples: int = 32
         err = jnp.std(samples, ddof=1) / jnp.sqrt(r) if r > 1 else jnp.nan
         return TraceEstimate(jnp.mean(samples), err, samples)
 
-    kernel = jax.jit(hutchpp_kernel, static_argnames=("man_static",))
-
-    def f(params, manifold=None, *args, key=None):
-        man_static, man_dyn = manifold_args(manifold)
-        return kernel(params, man_dyn, tuple(args), default_key(key), man_static)
-
-    return f
+    return keyed_kernel_fn(hutchpp_kernel)
 
 
 def hutchpp_trace(loss_fn: Callable[..., jax.Array], params: PyTree,

@@ -110,6 +110,19 @@ def resolve_manifold(static, dynamic):
     return static.obj if static is not None else dynamic
 
 
+def keyed_kernel_fn(kernel: Callable) -> Callable:
+    """The public form ``f(params, manifold=None, *args, key=None)`` of a randomised kernel
+    ``kernel(params, man_dyn, args, key, man_static)``: jitted once (the manifold split by
+    :func:`manifold_args`, ``man_static`` static), the key defaulting by :func:`default_key`."""
+    jitted = jax.jit(kernel, static_argnames=("man_static",))
+
+    def f(params, manifold=None, *args, key=None):
+        man_static, man_dyn = manifold_args(manifold)
+        return jitted(params, man_dyn, tuple(args), default_key(key), man_static)
+
+    return f
+
+
 def default_key(key):
     """``None`` -> the fixed key 0 (results are reproducible), otherwise ``key``.
 
