@@ -31,6 +31,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ..errors import ConvergenceWarning, InputError, check_choice, check_positive
+from ..loop import straight_line_preferred
 from ._cache import cached
 from ._hvp import hvp
 from ._krylov import lanczos, lobpcg_lowest
@@ -178,26 +179,9 @@ def _select(theta, s, count, k):
     return theta[idx], s[:, idx], valid
 
 
-def _has_conv(jaxpr) -> bool:
-    """Whether a (closed) jaxpr or any jaxpr nested in its equations holds a convolution."""
-    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "conv_general_dilated":
-            return True
-        for value in eqn.params.values():
-            for sub in (value if isinstance(value, (tuple, list)) else (value,)):
-                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
-                    if _has_conv(sub):
-                        return True
-    return False
-
-
 def _unroll_default(loss_fn, params, args) -> bool:
     """``loop="auto"``: unroll on XLA:CPU when the loss holds a convolution (trace time only)."""
-    if jax.default_backend() != "cpu":
-        return False
-    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), (params, args))
-    return _has_conv(jax.make_jaxpr(lambda p, a: loss_fn(p, *a))(*spec))
+    return straight_line_preferred(lambda p, a: loss_fn(p, *a), params, args)
 
 
 def _finish(theta, coeffs, valid, basis_rows, *, flat, unravel, normal, op, hess, key, d, hvps,

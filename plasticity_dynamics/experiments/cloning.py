@@ -176,7 +176,7 @@ def clone_grid(family: str, variants: list, scale: str, data_dir=None, seed0: in
     Cost: one base phase, then (variants + 1) × seeds networks trained per step; one compile.
     """
     from ..errors import InputError
-    from ..loop import run_steps
+    from ..loop import block_length, run_blocks, run_steps, straight_line_preferred
     from ..manifolds import expand
     from ..metrics import make_unit_metrics_fn
     from ..optim import lane_optimizer, reseed_noise
@@ -215,13 +215,20 @@ def clone_grid(family: str, variants: list, scale: str, data_dir=None, seed0: in
             return x, y, mask, (k if fold is None else jax.random.fold_in(k, fold))
         return at
 
-    def phase1(seed):
-        variables = model.init(jax.random.PRNGKey(seed), xs[:2])
-        carry = (variables, opt_base.init(variables["params"]))
-        return run_steps(make_step(model, opt_base, "xent", batches(seed)), carry, s["base_steps"])[0]
-
+    # conv models on XLA:CPU train in straight-line blocks driven from the host (loop.py)
+    straight = straight_line_preferred(lambda v: model.apply(v, xs[:2]).logits,
+                                       jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), xs[:2])))
     seeds = jnp.arange(seed0, seed0 + n_seeds)
-    base_vars, base_opt = jax.jit(jax.vmap(phase1))(seeds)
+
+    def phase1_init(seed):
+        variables = model.init(jax.random.PRNGKey(seed), xs[:2])
+        return variables, opt_base.init(variables["params"])
+
+    b1 = block_length(s["base_steps"]) if straight else s["base_steps"]
+    phase1 = jax.jit(lambda carry, t0: jax.vmap(
+        lambda c, sd: run_steps(make_step(model, opt_base, "xent", batches(sd)), c, b1, start=t0, unroll=straight)
+    )(carry, seeds))
+    base_vars, base_opt = run_blocks(phase1, jax.jit(jax.vmap(phase1_init))(seeds), s["base_steps"], b1)[0]
 
     one = jax.tree_util.tree_map(lambda a: a[0], base_vars)
     wide_model, _, partition = expand(model, one, 2)
@@ -242,22 +249,25 @@ def clone_grid(family: str, variants: list, scale: str, data_dir=None, seed0: in
     m_base = make_unit_metrics_fn(model, loss="xent", jit=False)
     every = s["every"]
 
-    def clone_chunk(carry, seed, h, start):
-        opt = lane_optimizer(name, h, use_momentum=use_momentum, use_weight_decay=False)
-        carry, (lw, _) = run_steps(make_step(wide_model, opt, "xent", batches(seed)), carry, every,
-                                   start=s["base_steps"] + start)
-        return carry, lw.mean()
+    block = block_length(every) if straight else every
 
-    def base_chunk(carry, seed, start):  # the base beside the clones, on the same batches
-        carry, (lb, _) = run_steps(make_step(model, opt_base, "xent", batches(seed, fold=2)), carry, every,
-                                   start=s["base_steps"] + start)
-        return carry, lb.mean()
+    def clone_steps(carry, seed, h, t0):
+        opt = lane_optimizer(name, h, use_momentum=use_momentum, use_weight_decay=False)
+        carry, (lw, _) = run_steps(make_step(wide_model, opt, "xent", batches(seed)), carry, block,
+                                   start=t0, unroll=straight)
+        return carry, lw
+
+    def base_steps(carry, seed, t0):  # the base beside the clones, on the same batches
+        carry, (lb, _) = run_steps(make_step(model, opt_base, "xent", batches(seed, fold=2)), carry, block,
+                                   start=t0, unroll=straight)
+        return carry, lb
 
     @jax.jit
-    def run_chunk(clones, base, start):
-        clones, lw = jax.vmap(clone_chunk, in_axes=(0, 0, 0, None))(clones, lane_seeds, hypers, start)
-        base, lb = jax.vmap(base_chunk, in_axes=(0, 0, None))(base, seeds, start)
-        return clones, base, lw, lb
+    def run_block(carry, t0):  # block steps of every lane; losses (block, lanes)
+        clones, base = carry
+        clones, lw = jax.vmap(clone_steps, in_axes=(0, 0, 0, None))(clones, lane_seeds, hypers, t0)
+        base, lb = jax.vmap(base_steps, in_axes=(0, 0, None))(base, seeds, t0)
+        return (clones, base), (lw.T, lb.T)
 
     measure = jax.jit(lambda wv, bv: (jax.vmap(lambda v: m_wide(v, mx, my, mask))(wv),
                                       jax.vmap(lambda v: m_base(v, mx, my, mask))(bv)))
@@ -277,7 +287,8 @@ def clone_grid(family: str, variants: list, scale: str, data_dir=None, seed0: in
     nan = np.full(n_var * n_seeds, np.nan)
     cols["loss_clone"], cols["loss_base"] = [nan], [nan]
     for start in range(0, s["clone_steps"], every):
-        clones, base, lw, lb = run_chunk(clones, base, jnp.int32(start))
+        (clones, base), (lw, lb) = run_blocks(run_block, (clones, base), every, block, start=s["base_steps"] + start)
+        lw, lb = lw.mean(0), lb.mean(0)
         fwd, bwd, rc, rb = record(clones[0], base[0])
         steps.append(s["base_steps"] + start + every)
         for k, v in dict(r2_fwd=fwd, r2_bwd=bwd, rank_clone=rc, rank_base=rb,

@@ -4,7 +4,9 @@ Training is the map θ_{t+1} = F(θ_t, s_t, batch_t). One *chunk* of steps betwe
 two records is a ``lax.scan`` over that map, ``vmap``-ed over the seed axis and
 jit-compiled once per run: a fixed scan length with the chunk's own length as an argument
 (:func:`make_chunk_fn`), so tasks of any length and record boundaries anywhere share one
-program. Compiled programs are cached per config (:func:`cached_program`): a second identical
+program. Convolutional models on XLA:CPU, where a convolution in a loop body runs several times
+slower (``loop.py``), run each chunk instead as host-driven blocks of a few straight-line
+steps (:func:`straight_line`; the block divides every chunk, so the program is still one). Compiled programs are cached per config (:func:`cached_program`): a second identical
 run compiles nothing. The seed axis is sharded over every available device (a 1-D mesh named
 ``"seeds"``). Randomness is a pure function of
 ``(seed, step)`` (``fold_in``), so a run resumed from a checkpoint gives exactly
@@ -25,6 +27,7 @@ continued alone, because a vmapped run must keep one step counter.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,7 +41,7 @@ import optax
 
 from ..errors import DivergenceError, InputError
 from .config import Config
-from ..loop import run_steps
+from ..loop import block_length, run_blocks, run_steps, straight_line_preferred
 from .step import masked_loss, train_step
 from ..records import MetricsTable
 
@@ -295,7 +298,7 @@ def make_engine_step(c: Components):
     return step
 
 
-def make_chunk_fn(c: Components, length: int):
+def make_chunk_fn(c: Components, length: int, unroll: bool = False):
     """One lane, a scan of ``length`` steps of which the first ``valid`` run:
     (state, seed, data, start, task_first, task, valid[, hypers]) -> (state, losses (length,), accs (length,)).
 
@@ -312,6 +315,9 @@ def make_chunk_fn(c: Components, length: int):
     ``lax.cond`` whose predicate is not batched over seeds (so nothing is computed for them),
     and their losses are 0. One compiled program thus serves every chunk of a run, whatever
     the task lengths and record boundaries.
+
+    ``unroll``: the ``length`` steps as straight-line code (``loop.run_steps(unroll=True)``),
+    all of them run (``valid`` is not read): a block of :func:`straight_line` training.
     """
     step = make_engine_step(c)
 
@@ -319,7 +325,8 @@ def make_chunk_fn(c: Components, length: int):
         TRACE_COUNTS["chunk"] = TRACE_COUNTS.get("chunk", 0) + 1  # runs at trace time only
         opt, rates, lane_iv = lane_components(c, hypers)
         state, (losses, accs) = run_steps(lambda s, t: step(s, t, seed, data, task_first, task, opt, rates, lane_iv),
-                                          state, length, start=start, valid=valid)
+                                          state, length, start=start, valid=None if unroll else valid,
+                                          unroll=unroll)
         return state, losses, accs
 
     return chunk
@@ -437,6 +444,30 @@ def cached_program(key: tuple, make: Callable) -> Callable:
 def chunk_length(c: Components) -> int:
     """Steps scanned by the run's one chunk program: record.every, or the longest task if shorter."""
     return min(int(c.config.record.every), max(n for _, _, n in c.schedule))
+
+
+def chunk_ends(first: int, n: int, every: int) -> list[int]:
+    """The global steps at which the chunks of a task (steps ``first .. first + n - 1``) end: every
+    multiple of ``every`` inside it, and the task's end."""
+    return sorted({first + n} | set(range(first - first % every + every, first + n, every)))
+
+
+def straight_line(c: Components, variables) -> int:
+    """The block length of straight-line training (0: the run's chunks are scanned loops).
+
+    Non-zero when the model holds a convolution and the backend is XLA:CPU
+    (:func:`pdx.loop.straight_line_preferred`): the largest divisor, at most 4, of every chunk
+    length of the schedule, so a chunk is a whole number of blocks of one compiled program.
+    ``variables``: one lane's model variables (arrays or shapes). Cost: one trace of the model.
+    """
+    mx = np.asarray(c.stream.metric_batch(0)[0])
+    x = jax.ShapeDtypeStruct((1, *mx.shape[1:]), mx.dtype)
+    if not straight_line_preferred(lambda v, x_: c.model.apply(v, x_).logits, variables, x):
+        return 0
+    every = int(c.config.record.every)
+    lengths = {b - a for _, first, n in c.schedule for a, b in zip([first] + chunk_ends(first, n, every)[:-1],
+                                                                   chunk_ends(first, n, every))}
+    return block_length(math.gcd(*lengths))
 
 
 def seed_sharding(num_seeds: int, devices: int | None = None):
@@ -576,10 +607,12 @@ def train_lanes(configs: list[Config], *, outs: list | None = None, resume: bool
     # every program's outputs keep the seed sharding, so the state passed back in never
     # changes layout (which would compile a program again for the same trace)
     key = (program_key(configs[0]), n_lanes, tuple(str(d) for d in sharding.mesh.devices.flat))
-    length = chunk_length(c)
-    chunk = cached_program(key + ("chunk", length), lambda: jax.jit(
-        jax.vmap(make_chunk_fn(c, length), in_axes=(0, 0, None, None, None, None, None, 0)), donate_argnums=(0,),
-        out_shardings=sharding))
+    block = straight_line(c, jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype),
+                                                    state["variables"]))
+    length = block or chunk_length(c)
+    chunk = cached_program(key + ("chunk", length, bool(block)), lambda: jax.jit(
+        jax.vmap(make_chunk_fn(c, length, unroll=bool(block)), in_axes=(0, 0, None, None, None, None, None, 0)),
+        donate_argnums=(0,), out_shardings=sharding))
     task_start = cached_program(key + ("task_start",), lambda: jax.jit(
         jax.vmap(make_task_start_fn(c), in_axes=(0, 0, None, 0)), out_shardings=sharding))
     metrics_fn = None
@@ -606,9 +639,8 @@ def train_lanes(configs: list[Config], *, outs: list | None = None, resume: bool
                 break
             data = jax.tree_util.tree_map(jnp.asarray, c.stream.task_data(task))
             mx, my, mmask = (jnp.asarray(a) for a in c.stream.metric_batch(task))
-            bounds = sorted({first + n} | {b for b in range(first - first % every + every, first + n, every)})
             pos = first
-            for end in bounds:
+            for end in chunk_ends(first, n, every):
                 if end <= start_step:
                     pos = end
                     continue
@@ -616,8 +648,17 @@ def train_lanes(configs: list[Config], *, outs: list | None = None, resume: bool
                     break
                 if pos == first:
                     state = task_start(state, seeds, jnp.int32(task), hypers)
-                state, losses, accs = chunk(state, seeds, data, jnp.int32(pos), jnp.int32(first), jnp.int32(task),
-                                            jnp.int32(end - pos), hypers)
+                if block:  # straight-line blocks driven from here; (lanes, steps) losses
+                    def run_block(st, t0):
+                        st, l_, a_ = chunk(st, seeds, data, t0, jnp.int32(first), jnp.int32(task),
+                                           jnp.int32(block), hypers)
+                        return st, (l_.T, a_.T)
+
+                    state, (losses, accs) = run_blocks(run_block, state, end - pos, block, start=pos)
+                    losses, accs = losses.T, accs.T
+                else:
+                    state, losses, accs = chunk(state, seeds, data, jnp.int32(pos), jnp.int32(first),
+                                                jnp.int32(task), jnp.int32(end - pos), hypers)
                 losses = np.asarray(losses)[:, : end - pos]
                 bad = ~np.isfinite(losses)
                 for i, sp in enumerate(spans):
@@ -795,5 +836,6 @@ def replace_config(config: Config, **sections) -> Config:
     return config.with_overrides(overrides)
 
 
-__all__ = ["Components", "Run", "build", "init_state", "lane_values", "make_chunk_fn", "make_engine_step", "masked_loss", "program_key",
-           "resume_config", "train", "train_lanes", "replace_config"]
+__all__ = ["Components", "Run", "build", "chunk_ends", "init_state", "lane_values", "make_chunk_fn",
+           "make_engine_step", "masked_loss", "program_key", "straight_line", "resume_config", "train", "train_lanes",
+           "replace_config"]

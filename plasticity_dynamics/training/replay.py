@@ -9,7 +9,8 @@ intervention's own). :func:`run_step_fn` returns exactly that map (built from
 :func:`~plasticity_dynamics.training.engine.make_engine_step` and
 :func:`~plasticity_dynamics.training.engine.make_task_start_fn`, the functions the engine's
 chunk program runs), so that ``loop.run_steps`` of it from checkpoint ``s`` reproduces the
-run's next checkpoint (float32 rounding aside: the engine vmaps over seeds) and
+run's next checkpoint (float32 rounding aside: the engine vmaps over seeds, and a
+convolutional model on XLA:CPU trains in straight-line blocks, ``engine.straight_line``) and
 ``pdx.curvature.normal_lyapunov`` linearises the real trajectory (same batches, same keys).
 
 State form (what ``step_fn`` maps): ``{"params", "variables", "opt_state", "iv_state"}`` with
