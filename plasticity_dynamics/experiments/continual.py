@@ -111,6 +111,21 @@ def _grid(t, mask):
         return steps, total / count
 
 
+def task_means(steps, values, steps_per_task: int):
+    """(tasks,) mean over seeds and over the records of each task of ``values`` (seeds, R) at
+    ``steps`` (R,); a record at a task's last step belongs to that task, a record at step 0 to none."""
+    task = (np.asarray(steps) - 1) // steps_per_task
+    return np.array([values[:, task == t].mean() for t in range(int(task.max()) + 1)])
+
+
+def early_late(per_task):
+    """(mean of the first 10 % of tasks, mean of the last 10 %), at least one task each: the
+    "early-task level" that a long-horizon trend is measured from (the first record alone sits
+    before the rank's early rise)."""
+    k = max(1, len(per_task) // 10)
+    return float(np.mean(per_task[:k])), float(np.mean(per_task[-k:]))
+
+
 def _monitored(run, family):
     kinds = run.components.model.layer_kinds
     if family == "vit":
@@ -191,8 +206,11 @@ def run_continual(scale: str, out_dir: Path, data_dir=None, progress=True) -> di
         ax4[0][i].set_ylabel("saturated fraction" if fam == "vit" else "dead fraction")
         ax4[0][i].set_title(f"{fam} (colour: step, size: accuracy)", fontsize=8)
         fig4.colorbar(sc, ax=ax4[0][i])
+        spt = run.summary["schedule"][0]["steps"]
+        rank_early, rank_late = early_late(task_means(sr, rank, spt))
         results[fam] = {
             "symptom": symptom, "symptom_first": float(sym[:, 0].mean()), "symptom_last": float(sym[:, -1].mean()),
+            "rank_early_tasks": rank_early, "rank_late_tasks": rank_late,
             "accuracy_first_task": float(acc[:, : max(1, acc.shape[1] // _SCALE[scale]["tasks"])].mean()),
             "accuracy_last_task": float(acc[:, -max(1, acc.shape[1] // _SCALE[scale]["tasks"]):].mean()),
             "rank_first": float(rank[:, 0].mean()), "rank_last": float(rank[:, -1].mean()),
@@ -201,8 +219,10 @@ def run_continual(scale: str, out_dir: Path, data_dir=None, progress=True) -> di
         r = results[fam]
         checks.append((f"{fam}: {sname} rises over tasks", f"{r['symptom_first']:.3f} → {r['symptom_last']:.3f}",
                        r["symptom_last"] > r["symptom_first"]))
-        checks.append((f"{fam}: effective rank falls", f"{r['rank_first']:.1f} → {r['rank_last']:.1f}",
-                       r["rank_last"] < r["rank_first"]))
+        checks.append((f"{fam}: effective rank falls from its early-task level",
+                       f"{r['rank_early_tasks']:.1f} → {r['rank_late_tasks']:.1f} (first / last 10 % of tasks; "
+                       f"first record {r['rank_first']:.1f}, last {r['rank_last']:.1f})",
+                       r["rank_late_tasks"] < r["rank_early_tasks"]))
     figs = out_dir / "figures"
     fig1.suptitle("Fig 3.1: symptom (left axis) and online accuracy (right axis)", fontsize=10)
     fig2.suptitle("Fig 3.2: effective rank (left) and symptom (right, dashed)", fontsize=10)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from plasticity_dynamics.experiments.cloning import SGD, Variant, clone_run
-from plasticity_dynamics.experiments.continual import DEAD, RANK, family_config, layer_mean
+from plasticity_dynamics.experiments.continual import DEAD, RANK, family_config, layer_mean, task_means
 from plasticity_dynamics.training import train
 
 
@@ -55,10 +55,8 @@ def test_bitflip_cbp_lowers_duplicates_after_switch():
 
 def _per_task(run, metric):
     """(tasks,) mean over seeds, monitored layers and the records of each task."""
-    layers = list(run.components.model.layer_kinds)
-    steps, vals = layer_mean(run.rows, metric, layers)
-    task = (steps - 1) // run.summary["schedule"][0]["steps"]  # a record at a task's last step belongs to it
-    return np.array([vals[:, task == t].mean() for t in range(task.max() + 1)])
+    steps, vals = layer_mean(run.rows, metric, list(run.components.model.layer_kinds))
+    return task_means(steps, vals, run.summary["schedule"][0]["steps"])
 
 
 @pytest.mark.slow
@@ -77,3 +75,14 @@ def test_long_horizon_mlp_on_random_subsets_loses_units_and_rank():
     assert rank[late].mean() < rank[early].mean(), (rank[early], rank[late])
     # the rise is a trend, not a jump at the start: the second half ends above its own start
     assert dead[-10:].mean() > dead[25:35].mean(), dead
+
+
+def test_task_means_and_early_late_levels_on_a_hand_built_record_grid():
+    from plasticity_dynamics.experiments.continual import early_late
+
+    steps = np.array([0, 5, 10, 15, 20, 25, 30])  # 10 steps per task: step 0 belongs to no task
+    vals = np.array([[9.0, 1, 3, 5, 7, 9, 11], [9.0, 3, 5, 7, 9, 11, 13]])
+    per = task_means(steps, vals, 10)
+    np.testing.assert_allclose(per, [3.0, 7.0, 11.0])  # records (5, 10), (15, 20), (25, 30)
+    assert early_late(per) == (3.0, 11.0)  # fewer than 10 tasks: one task each end
+    assert early_late(np.arange(20.0)) == (0.5, 18.5)  # 20 tasks: the first and last two
