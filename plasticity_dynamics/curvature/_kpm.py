@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import ConvergenceWarning, InputError, check_positive
+from .. import linalg
 from ._cache import cached
 from ._density import TraceEstimate, _ops, _rademacher
 from ._krylov import lanczos
@@ -192,7 +193,7 @@ def hutchpp_trace_fn(loss_fn: Callable[..., jax.Array], *, num_samples: int = 32
         k1, k2 = jax.random.split(key)
         sk = jax.vmap(normal)(_rademacher(k1, (s, flat.shape[0]), flat.dtype))
         y = jax.lax.map(op, sk, batch_size=batch_size)  # (s, n): rows A s_i
-        q, _ = jnp.linalg.qr(y.T)  # (n, s)
+        q, _ = linalg.qr(y.T)  # (n, s)
         aq = jax.lax.map(op, q.T, batch_size=batch_size)  # (s, n)
         low = jnp.sum(q.T * aq)
         g = jax.vmap(normal)(_rademacher(k2, (r, flat.shape[0]), flat.dtype))

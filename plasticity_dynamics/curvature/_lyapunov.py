@@ -42,6 +42,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ..errors import InputError, check_choice, check_positive
+from .. import linalg
 from ._krylov import lanczos, lanczos_ritz
 from ._spectrum import _masked_eigh
 from ._protocol import (ManifoldLike, PyTree, _ById, default_key, manifold_args, np_ravel,
@@ -343,19 +344,19 @@ def _qr_impl(state, man_dyn, ts, key, args, step_fn, man_static, k, every):
     manifold = resolve_manifold(man_static, man_dyn)
     _, floats_of, normal, embed, extract, with_params, flat_p = _pieces(state, manifold)
     q0 = jax.vmap(normal)(jax.random.normal(key, (k, flat_p.shape[0]), flat_p.dtype))
-    q0, _ = jnp.linalg.qr(q0.T)
+    q0, _ = linalg.qr(q0.T)
     tang = jax.vmap(embed)(q0.T)  # float-leaf tangents with a leading axis k
 
     def reortho(carry):
         tg, logs = carry
         p = jax.vmap(lambda x: normal(extract(x)))(tg)  # (k, n)
-        q, r = jnp.linalg.qr(p.T)
+        q, r = linalg.qr(p.T)
         sgn = jnp.where(jnp.diag(r) < 0, -1.0, 1.0).astype(r.dtype)
         r = r * sgn[:, None]
         q = q * sgn[None, :]
         # row i of the new tangents = sum_j (R^{-T})_ij tangent_j: its params part is q_i, the
         # optimiser-state parts follow the same combination
-        rinv_t = jax.scipy.linalg.solve_triangular(r, jnp.eye(k, dtype=r.dtype), lower=False).T
+        rinv_t = linalg.solve_upper_triangular(r, jnp.eye(k, dtype=r.dtype)).T
         tg = [jnp.tensordot(rinv_t, x, axes=1) for x in tg]
         tg = jax.vmap(with_params)(tg, q.T)
         return tg, logs + jnp.log(jnp.abs(jnp.diag(r)))

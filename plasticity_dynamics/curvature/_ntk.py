@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InputError, check_positive
+from .. import linalg
 from ..metrics.ranks import _entropy_rank
 from ._cache import cached
 from ._krylov import lanczos
@@ -126,7 +127,7 @@ def ntk_spectrum_fn(fn: Callable[[PyTree, jax.Array], jax.Array], *, k: int | No
                 eye = jnp.eye(size, dtype=dtype)
                 cols = jax.lax.map(mv, eye, batch_size=min(batch_size or size, size))
                 kmat = (cols + cols.T) / 2
-                ev = jnp.linalg.eigvalsh(kmat)[::-1]
+                ev = linalg.eigh(kmat)[0][::-1]
                 return NTKData(ev, jnp.trace(kmat), jnp.int32(size))
             u = jax.random.normal(key, (size,), dtype)
             res = lanczos(mv, u, m)

@@ -31,6 +31,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ..errors import ConvergenceWarning, InputError, check_choice, check_positive
+from .. import linalg
 from ..loop import straight_line_preferred
 from ._cache import cached
 from ._hvp import hvp
@@ -165,7 +166,7 @@ def _masked_eigh(t, count):
     t = jnp.where(pad[:, None] | pad[None, :], 0.0, t)
     bound = jnp.max(jnp.sum(jnp.abs(t), axis=1))
     shift = 2.0 * bound + jnp.finfo(t.dtype).tiny
-    return jnp.linalg.eigh(t + jnp.diag(jnp.where(pad, shift, 0.0)))
+    return linalg.eigh(t + jnp.diag(jnp.where(pad, shift, 0.0)))
 
 
 def _select(theta, s, count, k):
@@ -230,7 +231,7 @@ def _orthonormalise(q, keep):
     """Symmetric (Loewdin) orthonormalisation of the kept columns of q (others stay zero):
     ``q (q^T q)^{-1/2}`` with the dropped block of the Gram matrix set to the identity."""
     gram = q.T @ q + jnp.diag(jnp.where(keep, 0.0, 1.0).astype(q.dtype))
-    w, v = jnp.linalg.eigh(gram)
+    w, v = linalg.eigh(gram)
     inv = jnp.where(w > 0, 1.0 / jnp.sqrt(jnp.where(w > 0, w, 1.0)), 0.0)
     return jnp.where(keep[None, :], q @ (v * inv[None, :]) @ v.T, 0.0)
 
@@ -262,7 +263,7 @@ def _dense_route(params, manifold, args, key, *, loss_fn, k, m, rtol, atol, batc
     # sketch restricted to N is a well-conditioned Gaussian matrix (10 columns oversampled),
     # so squaring its condition number is harmless; two symmetric re-orthonormalisations
     # bring the kept columns to orthonormal in working precision.
-    g_val, g_vec = jnp.linalg.eigh(sketch @ sketch.T)
+    g_val, g_vec = linalg.eigh(sketch @ sketch.T)
     g_val, g_vec = g_val[::-1][:m], g_vec[:, ::-1][:, :m]
     sv = jnp.sqrt(jnp.maximum(g_val, 0.0))
     keep = jnp.arange(m) < d

@@ -5,18 +5,18 @@ All come from the singular values sigma of ``h``: by default of every row (as Do
 when the matrix has more (the metric names then carry ``rows=K``, see :mod:`.names`).
 :func:`layer_factors` is the one place they are computed, together with the two Gram matrices
 the layer's similarities need, in float32 with ``h`` scaled by max|h| first (no overflow). Two
-routes (both checked against float64 NumPy in the tests; :func:`default_route` says why "gram"
-is the default everywhere):
+routes (both checked against float64 NumPy in the tests; :func:`default_route` picks "qr" on
+CPU and "gram" elsewhere):
 
-- ``"qr"`` (opt-in; not inside vmapped programs on XLA:CPU). One Householder QR of the column-centred matrix
-  ``hc = R_c`` (k = units, rows >= units) serves everything: ``h = hc + 1 mu^T`` and ``1`` is
+- ``"qr"`` (the default on CPU). One Householder QR of the column-centred matrix
+  ``hc = Q R_c`` (k = units, rows >= units) serves everything: ``h = hc + 1 mu^T`` and ``1`` is
   orthogonal to the columns of ``hc``, so ``h`` has the singular values of the (k + 1, k) matrix
   ``B = [R_c; sqrt(n) mu^T]`` (one values-only SVD of size k + 1, padded square), the centred
   Gram matrix is ``R_c^T R_c`` and the uncentred one ``B^T B = R_c^T R_c + n mu mu^T`` (one k^3
   product instead of two n k^2 ones; a sum, so no cancellation). Backward stable: sigma to about eps * sigma_max (measured <= 6e-7 sigma_max at
   4096 x 1024); the resolution floor is 4 sqrt(max(N, D)) eps sigma_max. A wide matrix
   (rows < units) takes the QR of h^T and forms its Gram matrices directly.
-- ``"gram"`` (the default): the Gram matrix of the
+- ``"gram"`` (the default on other backends): the Gram matrix of the
   smaller side, ``eigh`` of it gives right singular vectors V; sigma_i = ||h v_i|| is read off
   the data for every direction with eigenvalue above ``1e-5 * lambda_max``; the directions
   below that split are resolved from the Schur complement of the projections' Gram matrix
@@ -58,6 +58,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .. import linalg
 from ..errors import check_choice, check_positive, check_range
 from .layout import check_matrix
 
@@ -146,23 +147,12 @@ def _small_gram(hs):
     return gram(hs) if n >= d else gram(hs.T)
 
 
-def eigvalsh_values_only(a):
-    """Eigenvalues (k,) of a symmetric (k, k) matrix, ascending, without eigenvectors: LAPACK's
-    tridiagonal reduction (sytrd) and JAX's bisection on the tridiagonal matrix. On XLA:CPU
-    ``jnp.linalg.eigvalsh`` runs syevd with eigenvectors; this is 1.7-2x faster at k = 512-1024
-    (9.9 vs 18 ms, 53 vs 87 ms on 2 cores) with the same absolute accuracy (~eps ||a||)."""
-    if a.shape[-1] == 1:
-        return a[..., 0]
-    _, d, e, _ = jax.lax.linalg.tridiagonal(a)
-    return jnp.sort(jax.scipy.linalg.eigh_tridiagonal(d, e, eigvals_only=True))
-
-
 def sigma_from_gram(a, g):
     """Singular values (k,) of a tall (m, k) matrix ``a`` (m >= k) given g = a^T a, descending,
     unfiltered, with the resolution described in the module docstring. Returns (sigma, floor):
     floor is the resolution below which values are indistinguishable from zero."""
     k = a.shape[1]
-    lam, vecs = jnp.linalg.eigh(g)
+    lam, vecs = linalg.eigh(g)
     proj = jnp.matmul(a, vecs, precision=_HIGHEST)
     c = gram(proj)  # Gram of the projections: entries accurate relative to the column norms
     sig = jnp.sqrt(jnp.maximum(jnp.diagonal(c), 0.0))
@@ -174,10 +164,10 @@ def sigma_from_gram(a, g):
     cn = c * u[:, None] * u[None, :]
     cbb = cn * fb[:, None] * fb[None, :] + jnp.diag(fs)
     cbs = cn * fb[:, None] * fs[None, :]
-    x = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(cbb, lower=True), cbs)
+    x = linalg.cho_solve_lower(cbb, cbs)
     schur = cn * fs[:, None] * fs[None, :] - jnp.matmul(cbs.T, x, precision=_HIGHEST)
     schur = 0.5 * (schur + schur.T)
-    small = jnp.sqrt(jnp.maximum(eigvalsh_values_only(schur), 0.0))
+    small = jnp.sqrt(jnp.maximum(linalg.eigvalsh(schur), 0.0))
     sig = jnp.sort(jnp.concatenate([jnp.where(big, sig, 0.0), small]))[::-1][:k]
     floor = jnp.sqrt(k * jnp.finfo(a.dtype).eps * _SPLIT) * sig[0]
     return sig, floor
@@ -188,12 +178,11 @@ _QR_FLOOR = 4.0  # resolution floor of the "qr" route, in units of sqrt(max(N, D
 
 
 def default_route() -> str:
-    """The default singular-value route: "gram" on every backend. The "qr" route is faster on
-    CPU (about 2x at 4096 x 1024) but is opt-in: in jaxlib 0.10.2, a vmapped program that holds
-    its batched QR and SVD next to conv layers (the unit metrics of a small CNN over 2 seeds)
-    deadlocks XLA:CPU for good (every thread waiting; 7 of 7 attempts; tests/reliability/test_xla_hang.py), and on GPUs a
-    values-only SVD can fail to converge."""
-    return "gram"
+    """The default singular-value route: "qr" on CPU (about 2x faster than "gram" at 1000 x 512 -
+    4096 x 1024 on 2 cores, and more accurate), "gram" on other backends (a values-only SVD on
+    GPUs can fail to converge). Both are vmap-safe: their LAPACK calls go through
+    :mod:`plasticity_dynamics.linalg`, which keeps XLA:CPU from deadlocking on batched calls."""
+    return "qr" if jax.default_backend() == "cpu" else "gram"
 
 
 class LayerFactors(NamedTuple):
@@ -212,11 +201,6 @@ class LayerFactors(NamedTuple):
     scale: jnp.ndarray
 
 
-def _svd_values(a):
-    """Singular values of a square matrix, descending (values-only LAPACK SVD on CPU)."""
-    return jnp.linalg.svd(a, compute_uv=False)
-
-
 def layer_factors(h, route: str | None = None) -> LayerFactors:
     """:class:`LayerFactors` of a float (N, D) matrix ``h`` (see the module docstring for the
     two routes; ``route=None`` takes :func:`default_route`). Jit- and vmap-able.
@@ -233,14 +217,14 @@ def layer_factors(h, route: str | None = None) -> LayerFactors:
     eps = jnp.finfo(hs.dtype).eps
     if route == "qr" and n >= d:
         mu = jnp.mean(hs, axis=0)
-        rc = jnp.linalg.qr(hc, mode="r")  # (D, D): hc = Q rc
+        rc = linalg.qr_r(hc)  # (D, D): hc = Q rc
         b = jnp.concatenate([rc, jnp.sqrt(float(n)) * mu[None, :]], axis=0)  # h = [Q, 1/sqrt(n)] b
         g_cen = gram(rc)
         g_unc = g_cen + float(n) * mu[:, None] * mu[None, :]  # = b^T b
-        sig = _svd_values(jnp.pad(b, ((0, 0), (0, 1))))[:d]  # padded square: one extra zero
+        sig = linalg.svd_values(jnp.pad(b, ((0, 0), (0, 1))))[:d]  # padded square: one extra zero
     elif route == "qr":  # wide: sigma from the QR of h^T, Gram matrices directly
         g_unc, g_cen = gram(hs), gram(hc)
-        sig = _svd_values(jnp.linalg.qr(hs.T, mode="r"))
+        sig = linalg.svd_values(linalg.qr_r(hs.T))
     else:  # one (D, D) product: the uncentred Gram matrix is the centred one plus n mu mu^T (a
         # sum of two PSD terms, so no cancellation), as in the "qr" route
         g_cen = gram(hc)

@@ -1,7 +1,15 @@
-"""Regression: a small CNN's unit metrics vmapped over 2 seeds hung for good on a 2-core CPU
-under XLA's concurrency-optimised scheduler (every worker idle, the result never ready). The
-command line and tests/conftest.py turn that scheduler off (plasticity_dynamics.cli.XLA_CPU_FLAG);
-this test fails by timeout if the hang comes back."""
+"""Regressions for two XLA:CPU hangs (every worker idle, the result never ready).
+
+1. A small CNN's unit metrics vmapped over 2 seeds hung under XLA's concurrency-optimised
+   scheduler; the command line and tests/conftest.py turn that scheduler off
+   (plasticity_dynamics.cli.XLA_CPU_FLAG).
+2. jaxlib 0.10.2 runs a batched LAPACK call by queueing its batch members on the intra-op pool
+   and blocking its own pool thread; two such calls at once on a 2-thread pool never finish
+   (native stacks: two threads in ``jax::ParallelBatchMap`` under ``lapack_ssyevd_ffi`` /
+   ``lapack_sgeqrf_ffi``). It hung ``reproduce normalisation --scale small`` (ResNet-18 metrics,
+   "gram" route) and, every time, cloning-families' CNN metrics on the "qr" route.
+   plasticity_dynamics.linalg keeps every LAPACK call unbatched under vmap.
+"""
 
 import os
 
@@ -29,9 +37,12 @@ def test_vmapped_cnn_metrics_finish():
 
 
 _CLONING_CNN = """
+import sys
 import jax, jax.numpy as jnp
 import plasticity_dynamics as pdx
 pdx.configure_jax()
+from plasticity_dynamics.metrics import ranks
+ranks.default_route = lambda: sys.argv[1]
 from plasticity_dynamics.experiments import cloning as C
 ds, model = C._family_setup("cnn", "medium", None, 0.0)
 mx, my = (jnp.asarray(a) for a in C._metric_batch(ds, 300))
@@ -45,17 +56,20 @@ print("done")
 
 
 @pytest.mark.slow
-def test_vmapped_cloning_cnn_metrics_finish_in_a_subprocess():
+@pytest.mark.parametrize("route", ["qr", "gram"])
+def test_vmapped_cloning_cnn_metrics_finish_in_a_subprocess(route):
     """The unit metrics of cloning-families' medium CNN (batch norm, digits, 300 examples) over
-    2 seeds, three calls: with batched QR + SVD custom calls in this program (the metrics' "qr"
-    route) XLA:CPU deadlocked on the second call; the default route must finish. A subprocess,
-    so a deadlock fails the test instead of hanging the runner."""
+    2 seeds, three calls: with batched QR + SVD custom calls in this program ("qr" route) XLA:CPU
+    deadlocked on the second call every time (9 of 9 attempts before plasticity_dynamics.linalg);
+    both routes must finish. A subprocess, so a deadlock fails the test instead of hanging the
+    runner."""
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     try:
-        r = subprocess.run([sys.executable, "-c", _CLONING_CNN], capture_output=True, text=True, timeout=240, env=env)
+        r = subprocess.run([sys.executable, "-c", _CLONING_CNN, route], capture_output=True, text=True, timeout=240,
+                           env=env)
     except subprocess.TimeoutExpired:
         pytest.fail("the vmapped CNN unit metrics did not finish in 240 s (XLA:CPU deadlock)")
     assert r.returncode == 0 and "done" in r.stdout, r.stderr[-2000:]
