@@ -13,7 +13,7 @@ arrays JAX produced. ``numpy_over_jax`` is the speed ratio (target >= 3 at every
 ``max_rel_diff`` the largest disagreement of the values (a sanity check). JAX runs with
 ``pdx.configure_jax()``, as the command line does: its XLA CPU flag (the concurrency-optimised
 scheduler off) also makes the fused per-unit counts 2-3x faster on 2 cores. The metrics use the
-default ("gram") singular-value route.
+default singular-value route (:func:`plasticity_dynamics.metrics.ranks.default_route`: "qr" on CPU).
 
     python -m benchmarks.metrics [--quick] [--layers-only] [--repeats N] [--out PATH]
 
