@@ -60,7 +60,8 @@ print("done")
 def test_vmapped_cloning_cnn_metrics_finish_in_a_subprocess(route):
     """The unit metrics of cloning-families' medium CNN (batch norm, digits, 300 examples) over
     2 seeds, three calls: with batched QR + SVD custom calls in this program ("qr" route) XLA:CPU
-    deadlocked on the second call every time (9 of 9 attempts before plasticity_dynamics.linalg);
+    deadlocked on the first or second call every time (12 of 12 attempts before
+    plasticity_dynamics.linalg, 3 more with --xla_cpu_multi_thread_eigen=false);
     both routes must finish. A subprocess, so a deadlock fails the test instead of hanging the
     runner."""
     import subprocess
