@@ -46,10 +46,9 @@ _SCALE = {
     "paper": dict(families=("mlp", "cnn", "resnet18", "vit"), steps=500, tasks=40, seeds=5, every=100, mbs=500,
                   lr=1e-3, batch=128),
 }
-# Medium-scale time, measured end to end on the idle 2-core machine (2026-12-01, after conv models
-# train in straight-line blocks on CPU): continual 104 s with the CNN on 1 seed (MLP 15 s, CNN 80 s),
-# normalisation 92 s, unit fate 20 s. The CNN's single seed came from an estimate made before that
-# change (11-16 min); both families now run the same 2 seeds.
+# Medium-scale time, measured end to end on the idle 2-core machine (2026-12-01/02, after conv models
+# train in straight-line blocks on CPU): continual 224 s with 2 seeds per family (104 s when the CNN
+# ran 1 seed, a choice made from an estimate before that change), normalisation 92 s, unit fate 20 s.
 MEDIUM_TASKS = 60
 _SCALE["medium"] = dict(_SCALE["small"], families=("mlp", "cnn"), tasks=MEDIUM_TASKS, seeds=2, every=100,
                         stream="random_subsets")
