@@ -15,7 +15,7 @@ CPU and "gram" elsewhere):
   Gram matrix is ``R_c^T R_c`` and the uncentred one ``B^T B = R_c^T R_c + n mu mu^T`` (one k^3
   product instead of two n k^2 ones; a sum, so no cancellation). Backward stable: sigma to about eps * sigma_max (measured <= 6e-7 sigma_max at
   4096 x 1024); the resolution floor is 4 sqrt(max(N, D)) eps sigma_max. A wide matrix
-  (rows < units) takes the QR of h^T and forms its Gram matrices directly.
+  (rows < units) takes the QR of h^T; its Gram matrices are formed as on the "gram" route.
 - ``"gram"`` (the default on other backends): the Gram matrix of the
   smaller side, ``eigh`` of it gives right singular vectors V; sigma_i = ||h v_i|| is read off
   the data for every direction with eigenvalue above ``1e-5 * lambda_max``; the directions
@@ -214,25 +214,23 @@ def layer_factors(h, route: str | None = None) -> LayerFactors:
     n, d = h.shape
     hs, scale = scale_by_max(h)
     hc = centre_columns(hs)
-    eps = jnp.finfo(hs.dtype).eps
+    mu = jnp.mean(hs, axis=0)
     if route == "qr" and n >= d:
-        mu = jnp.mean(hs, axis=0)
         rc = linalg.qr_r(hc)  # (D, D): hc = Q rc
         b = jnp.concatenate([rc, jnp.sqrt(float(n)) * mu[None, :]], axis=0)  # h = [Q, 1/sqrt(n)] b
-        g_cen = gram(rc)
-        g_unc = g_cen + float(n) * mu[:, None] * mu[None, :]  # = b^T b
         sig = linalg.svd_values(jnp.pad(b, ((0, 0), (0, 1))))[:d]  # padded square: one extra zero
-    elif route == "qr":  # wide: sigma from the QR of h^T, Gram matrices directly
-        g_unc, g_cen = gram(hs), gram(hc)
-        sig = linalg.svd_values(linalg.qr_r(hs.T))
-    else:  # one (D, D) product: the uncentred Gram matrix is the centred one plus n mu mu^T (a
-        # sum of two PSD terms, so no cancellation), as in the "qr" route
+        g_cen = gram(rc)
+    else:
         g_cen = gram(hc)
-        mu = jnp.mean(hs, axis=0)
-        g_unc = g_cen + float(n) * mu[:, None] * mu[None, :]
+    # every route: the uncentred Gram matrix is the centred one plus n mu mu^T (= b^T b above; a
+    # sum of two PSD terms, so no cancellation), one (D, D) product fewer than forming it from h
+    g_unc = g_cen + float(n) * mu[:, None] * mu[None, :]
+    if route == "gram":
         sig, floor = sigma_from_gram(hs, g_unc) if n >= d else sigma_from_gram(hs.T, gram(hs.T))
         return LayerFactors(sig, floor, g_unc, g_cen, scale)
-    floor = _QR_FLOOR * jnp.sqrt(float(max(n, d))) * eps * sig[0]
+    if n < d:  # wide: sigma from the QR of h^T
+        sig = linalg.svd_values(linalg.qr_r(hs.T))
+    floor = _QR_FLOOR * jnp.sqrt(float(max(n, d))) * jnp.finfo(hs.dtype).eps * sig[0]
     return LayerFactors(sig, floor, g_unc, g_cen, scale)
 
 
