@@ -227,9 +227,9 @@ from .runtime import XLA_CPU_FLAG, configure_jax  # noqa: E402,F401  (re-exporte
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_jax()
     parser = build_parser()
     try:
+        configure_jax()
         args = parser.parse_args(argv)
         return args.func(args)
     except InputError as exc:

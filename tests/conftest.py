@@ -21,3 +21,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import jax  # noqa: E402
 
 jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+# jaxlib's CPU LAPACK single-threaded, as the command line runs it (runtime.limit_lapack_threads):
+# two pytest workers on 2 cores would otherwise each spawn OpenBLAS threads inside XLA's.
+from plasticity_dynamics.runtime import limit_lapack_threads  # noqa: E402
+
+limit_lapack_threads()

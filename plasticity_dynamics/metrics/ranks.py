@@ -5,10 +5,10 @@ All come from the singular values sigma of ``h``: by default of every row (as Do
 when the matrix has more (the metric names then carry ``rows=K``, see :mod:`.names`).
 :func:`layer_factors` is the one place they are computed, together with the two Gram matrices
 the layer's similarities need, in float32 with ``h`` scaled by max|h| first (no overflow). Two
-routes (both checked against float64 NumPy in the tests; :func:`default_route` picks "qr" on
-CPU and "gram" elsewhere):
+routes (both checked against float64 NumPy in the tests; :func:`default_route` picks by
+backend and shape: "qr" on CPU unless the matrix is tall and large, "gram" otherwise):
 
-- ``"qr"`` (the default on CPU). One Householder QR of the column-centred matrix
+- ``"qr"`` (the CPU default for all but tall, large matrices). One Householder QR of the column-centred matrix
   ``hc = Q R_c`` (k = units, rows >= units) serves everything: ``h = hc + 1 mu^T`` and ``1`` is
   orthogonal to the columns of ``hc``, so ``h`` has the singular values of the (k + 1, k) matrix
   ``B = [R_c; sqrt(n) mu^T]`` (one values-only SVD of size k + 1, padded square), the centred
@@ -16,7 +16,7 @@ CPU and "gram" elsewhere):
   product instead of two n k^2 ones; a sum, so no cancellation). Backward stable: sigma to about eps * sigma_max (measured <= 6e-7 sigma_max at
   4096 x 1024); the resolution floor is 4 sqrt(max(N, D)) eps sigma_max. A wide matrix
   (rows < units) takes the QR of h^T; its Gram matrices are formed as on the "gram" route.
-- ``"gram"`` (the default on other backends): the Gram matrix of the
+- ``"gram"`` (the default on other backends, and on CPU for N >= 8 D and N D >= 2^19): the Gram matrix of the
   smaller side, ``eigh`` of it gives right singular vectors V; sigma_i = ||h v_i|| is read off
   the data for every direction with eigenvalue above ``1e-5 * lambda_max``; the directions
   below that split are resolved from the Schur complement of the projections' Gram matrix
@@ -35,7 +35,9 @@ Cost ("gram" route, N >= D): three N D^2 products (the centred Gram matrix, the 
 h V and their Gram matrix; the uncentred Gram matrix is G_cen + n mu mu^T), one eigendecomposition
 with vectors and one values-only (tridiagonal reduction + bisection) of size D, a Cholesky
 solve of size D; ("qr" route, N >= D): the centring (N D), one QR (2 N D^2 flops), one SVD of
-size D + 1, one D^3 product, about 1.5-2x faster at 1000 x 512 - 4096 x 1024 on 2 CPU cores.
+size D + 1, one D^3 product: 1.1-1.6x faster than "gram" at 1000 x 512 - 4096 x 1024 on 2
+CPU cores, but up to 2x slower on tall large matrices, whose "gram" products use every core
+while jaxlib's LAPACK QR runs on one (numbers in :func:`default_route`).
 
 | function | definition | centred | source |
 |---|---|---|---|
@@ -177,12 +179,26 @@ ROUTES = ("qr", "gram")
 _QR_FLOOR = 4.0  # resolution floor of the "qr" route, in units of sqrt(max(N, D)) eps sigma_max
 
 
-def default_route() -> str:
-    """The default singular-value route: "qr" on CPU (about 2x faster than "gram" at 1000 x 512 -
-    4096 x 1024 on 2 cores, and more accurate), "gram" on other backends (a values-only SVD on
-    GPUs can fail to converge). Both are vmap-safe: their LAPACK calls go through
+_GRAM_MIN_ASPECT = 8  # on CPU "gram" is the faster route for matrices with rows >= 8 units ...
+_GRAM_MIN_SIZE = 1 << 19  # ... and at least this many entries (see default_route)
+
+
+def default_route(shape: tuple[int, int] | None = None) -> str:
+    """The default singular-value route for an (N, D) matrix of ``shape``: "gram" on other
+    backends than CPU (a values-only SVD on GPUs can fail to converge); on CPU "gram" when the
+    matrix is tall and large (N >= 8 D and N D >= 2^19 entries: its three N D^2 products run on
+    every core, while LAPACK's QR runs on one), "qr" otherwise (shape None: "qr"). Measured on 2
+    cores, ``layer_factors`` (ms, qr / gram): 1000 x 512 25 / 39, 4096 x 1024 305 / 336,
+    4096 x 64 2.9 / 3.4 (qr); 8192 x 64 5.1 / 4.2, 8192 x 128 23 / 8.9, 32768 x 256 170 / 103,
+    100000 x 512 1756 / 876 (gram). Both are vmap-safe: their LAPACK calls go through
     :mod:`plasticity_dynamics.linalg`, which keeps XLA:CPU from deadlocking on batched calls."""
-    return "qr" if jax.default_backend() == "cpu" else "gram"
+    if jax.default_backend() != "cpu":
+        return "gram"
+    if shape is not None:
+        n, d = shape
+        if n >= _GRAM_MIN_ASPECT * d and n * d >= _GRAM_MIN_SIZE:
+            return "gram"
+    return "qr"
 
 
 class LayerFactors(NamedTuple):
@@ -209,7 +225,7 @@ def layer_factors(h, route: str | None = None) -> LayerFactors:
     D + 1 and one D^3 product; "gram" route: three N D^2 products, two eigendecompositions (the
     second values-only) and a Cholesky solve of size D (see the module docstring).
     """
-    route = default_route() if route is None else route
+    route = default_route(h.shape) if route is None else route
     check_choice("route", route, ROUTES)
     n, d = h.shape
     hs, scale = scale_by_max(h)

@@ -42,7 +42,7 @@ import jax, jax.numpy as jnp
 import plasticity_dynamics as pdx
 pdx.configure_jax()
 from plasticity_dynamics.metrics import ranks
-ranks.default_route = lambda: sys.argv[1]
+ranks.default_route = lambda shape=None: sys.argv[1]
 from plasticity_dynamics.experiments import cloning as C
 ds, model = C._family_setup("cnn", "medium", None, 0.0)
 mx, my = (jnp.asarray(a) for a in C._metric_batch(ds, 300))
