@@ -163,3 +163,32 @@ def test_layer_factors_both_routes_match_float64(route, shape):
     er = float(pdx.metrics.metrics_from_arrays({"L": h}, layer_kinds={"L": "dense"})["effective_rank"]["L"])
     p = s64[s64 > 1e-6 * s64[0]] / s64[s64 > 1e-6 * s64[0]].sum()
     assert er == pytest.approx(np.exp(-np.sum(p * np.log(p))), rel=2e-5)
+
+
+def test_default_route_picks_gram_for_tall_large_matrices_on_cpu():
+    """On CPU the default route follows the shape ("gram" when N >= 8 D and N D >= 2^19, where
+    its matrix products use every core); the default factors are that route's, and they match
+    float64 on a tall, large layer with dead, constant and cloned units."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the shape rule is the CPU default")
+    from plasticity_dynamics.metrics.ranks import default_route
+
+    assert default_route((1000, 512)) == "qr"  # not tall
+    assert default_route((4096, 64)) == "qr"  # tall, but 2^18 entries
+    assert default_route((16384, 32)) == "gram"  # tall and 2^19 entries
+    assert default_route((8 * 512 - 1, 512)) == "qr"  # one row short of 8 D
+    assert default_route(None) == "qr"
+    rng = np.random.default_rng(3)
+    n, d = 16384, 40
+    h = np.maximum(_with_spectrum(rng, n, d, np.logspace(0, -4, d // 2)) * 40 + 1.5, 0)
+    h[:, :3] = 0.0
+    h[:, 3] = 2.0
+    h[:, 5] = h[:, 4]
+    h = h.astype(np.float32)
+    assert default_route(h.shape) == "gram"
+    default = jax.jit(lambda a: m.layer_factors(a))(h)
+    gram = jax.jit(lambda a: m.layer_factors(a, "gram"))(h)
+    for a, b in zip(default, gram):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    s64 = np.linalg.svd(h.astype(np.float64) / float(default.scale), compute_uv=False)
+    assert np.max(np.abs(np.asarray(default.sigma, np.float64) - s64)) <= 2e-5 * s64[0]
