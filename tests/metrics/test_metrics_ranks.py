@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import plasticity_dynamics as pdx
+from plasticity_dynamics.metrics.ranks import default_route
 
 m = pdx.metrics
 
@@ -171,8 +172,6 @@ def test_default_route_picks_gram_for_tall_large_matrices_on_cpu():
     float64 on a tall, large layer with dead, constant and cloned units."""
     if jax.default_backend() != "cpu":
         pytest.skip("the shape rule is the CPU default")
-    from plasticity_dynamics.metrics.ranks import default_route
-
     assert default_route((1000, 512)) == "qr"  # not tall
     assert default_route((4096, 64)) == "qr"  # tall, but 2^18 entries
     assert default_route((16384, 32)) == "gram"  # tall and 2^19 entries
